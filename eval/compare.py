@@ -1,0 +1,197 @@
+"""Compare RL runs side by side: ``python -m eval.compare RUN_DIR [RUN_DIR ...] [--labels ...] [--group-by-label]``.
+
+Each run directory holds ``metrics.jsonl`` (one JSON object per round with ``round``, ``reward/mean``,
+``reward/std``) and, when the run evaluated, ``eval_before.json`` / ``eval_after.json`` (per-tag accuracies,
+``overall``, ``partial_mean``). Writes to ``--out``:
+
+    compare.md           the markdown table that is also printed (one column per run or per label group)
+    compare.json         the numbers behind it
+    reward_curves.png    reward/mean against round, one line per run; grouped: mean +/- std band over seeds
+
+Rows: rounds, final reward (``reward/mean`` of the last round, or the mean of the last ``--last`` rounds), then
+each GenEval tag, ``overall`` and ``partial_mean`` as "before -> after". With ``--group-by-label`` runs sharing a
+label (e.g. three seeds of one method) become one column of "mean +/- std" (sample std, ddof = 1; n = 1 shows the
+value alone), and the curve is the per-round mean over the runs, on the rounds all of them reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
+
+EVAL_KEYS: tuple[str, ...] = (*GENEVAL_TAGS, "overall", "partial_mean")
+"""Evaluation rows, in table order."""
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """``{"dir", "rounds": (R,) int, "reward": (R,), "reward_std": (R,), "before": dict|None, "after": dict|None}``.
+
+    Lines are sorted by round; a round logged twice (a resumed run) keeps its last line.
+    """
+    d = Path(run_dir)
+    metrics = d / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} not found: is {d} a run directory of python -m maskgrpo.train?")
+    by_round: dict[int, dict] = {}
+    for n, line in enumerate(metrics.read_text().splitlines(), 1):
+        if line.strip():
+            rec = json.loads(line)
+            if "round" not in rec or "reward/mean" not in rec:
+                raise ValueError(f"{metrics}:{n}: needs 'round' and 'reward/mean'")
+            by_round[int(rec["round"])] = rec
+    if not by_round:
+        raise ValueError(f"{metrics} has no rounds yet")
+    rounds = sorted(by_round)
+    evals = {}
+    for name in ("before", "after"):
+        f = d / f"eval_{name}.json"
+        evals[name] = json.loads(f.read_text()) if f.is_file() else None
+    return {
+        "dir": str(d),
+        "rounds": np.array(rounds),
+        "reward": np.array([by_round[r]["reward/mean"] for r in rounds], dtype=np.float64),
+        "reward_std": np.array([by_round[r].get("reward/std", math.nan) for r in rounds], dtype=np.float64),
+        **evals,
+    }
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    """(mean, sample std with ddof = 1 (NaN for n = 1), n) of the finite values."""
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
+
+
+def _fmt(stats: tuple[float, float, int]) -> str:
+    mean, std, n = stats
+    if n == 0:
+        return "-"
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
+
+
+def column(runs: list[dict], last: int) -> dict:
+    """The numbers of one table column (one run, or a group of runs): each entry is (mean, std, n) over runs."""
+    col: dict = {
+        "runs": [r["dir"] for r in runs],
+        "rounds": _mean_std([float(r["rounds"][-1]) for r in runs]),
+        "final_reward": _mean_std([float(r["reward"][-last:].mean()) for r in runs]),
+    }
+    for key in EVAL_KEYS:
+        for name in ("before", "after"):
+            col[f"{key}/{name}"] = _mean_std([r[name][key] if r[name] and key in r[name] else None for r in runs])
+    return col
+
+
+def markdown_table(labels: list[str], cols: list[dict], last: int) -> str:
+    """Rows = metrics, one column per label."""
+    reward_row = "final reward/mean" if last == 1 else f"reward/mean, last {last} rounds"
+    lines = ["| metric | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    lines.append("| rounds | " + " | ".join(_fmt(c["rounds"]) for c in cols) + " |")
+    lines.append(f"| {reward_row} | " + " | ".join(_fmt(c["final_reward"]) for c in cols) + " |")
+    for key in EVAL_KEYS:
+        if all(c[f"{key}/before"][2] == 0 and c[f"{key}/after"][2] == 0 for c in cols):
+            continue
+        cells = [f"{_fmt(c[f'{key}/before'])} → {_fmt(c[f'{key}/after'])}" for c in cols]
+        name = f"**{key}**" if key == "overall" else key
+        lines.append(f"| {name} (before → after) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(groups: dict[str, list[dict]], path: Path, smooth: int = 1) -> None:
+    """reward/mean against round: one line per run, or per group the mean with a +/- std band over its runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def smoothed(y: np.ndarray) -> np.ndarray:
+        if smooth <= 1 or len(y) < smooth:
+            return y
+        return np.convolve(y, np.ones(smooth) / smooth, mode="valid")  # (R - smooth + 1,)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, runs in groups.items():
+        if len(runs) == 1:
+            x, y = runs[0]["rounds"], smoothed(runs[0]["reward"])
+            ax.plot(x[len(x) - len(y) :], y, label=label)
+            continue
+        common = sorted(set.intersection(*(set(r["rounds"].tolist()) for r in runs)))
+        ys = np.stack([smoothed(r["reward"][np.isin(r["rounds"], common)]) for r in runs])  # (n_runs, R')
+        x = np.array(common)[len(common) - ys.shape[1] :]
+        mean, std = ys.mean(0), ys.std(0, ddof=1)
+        (line,) = ax.plot(x, mean, label=f"{label} (n={len(runs)})")
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("round")
+    ax.set_ylabel("reward/mean" + (f" (moving average {smooth})" if smooth > 1 else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _jsonable(cols: dict) -> dict:
+    """(mean, std, n) tuples -> {"mean", "std", "n"} with NaN -> null, so compare.json is strict JSON."""
+
+    def num(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return {
+        label: {k: v if k == "runs" else {"mean": num(v[0]), "std": num(v[1]), "n": v[2]} for k, v in col.items()}
+        for label, col in cols.items()
+    }
+
+
+def compare(run_dirs: list[str], labels: list[str] | None, group: bool, out: Path, last: int = 1,
+            smooth: int = 1) -> str:  # fmt: skip
+    """Load the runs, write compare.md / compare.json / reward_curves.png under ``out``; return the table."""
+    if labels is not None and len(labels) != len(run_dirs):
+        raise ValueError(f"--labels has {len(labels)} entries for {len(run_dirs)} run directories")
+    if last < 1:
+        raise ValueError(f"--last must be >= 1, got {last}")
+    runs = [load_run(d) for d in run_dirs]
+    labels = labels or [Path(d).resolve().name for d in run_dirs]
+    groups: dict[str, list[dict]] = {}
+    if group:
+        for lab, run in zip(labels, runs):
+            groups.setdefault(lab, []).append(run)
+    else:
+        if len(set(labels)) != len(labels):  # keep one column per run: disambiguate repeated labels
+            labels = [f"{lab} [{i}]" for i, lab in enumerate(labels)]
+        groups = {lab: [run] for lab, run in zip(labels, runs)}
+    cols = [column(rs, last) for rs in groups.values()]
+    table = markdown_table(list(groups), cols, last)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(table + "\n")
+    (out / "compare.json").write_text(json.dumps(_jsonable(dict(zip(groups, cols))), indent=1) + "\n")
+    plot_curves(groups, out / "reward_curves.png", smooth)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
+    ap.add_argument("--labels", nargs="+", default=None, help="one label per run (default: directory names)")
+    ap.add_argument("--group-by-label", action="store_true", help="merge runs with equal labels: mean ± std")
+    ap.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    ap.add_argument("--last", type=int, default=1, help="average reward/mean over the last K rounds (default 1)")
+    ap.add_argument("--smooth", type=int, default=1, help="moving-average window of the plotted curves")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    table = compare(args.runs, args.labels, args.group_by_label, out, args.last, args.smooth)
+    print(table)
+    print(f"\nwrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'reward_curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

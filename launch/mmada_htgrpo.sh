@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# HT-GRPO on MMaDA-8B-Base: configs/mmada_htgrpo.yaml (= configs/mmada_maskgrpo.yaml plus the patch section) under
+# the DeepSpeed launcher (ZeRO-2, 8 GPUs). Every hyperparameter is in the YAML; the variables below are resources,
+# paths and endpoints only, each passed to `python -m maskgrpo.train` as a dotted override (printed by the dry run).
+# Extra arguments are more overrides and win over these, e.g. `bash launch/mmada_htgrpo.sh rl.rounds=10`.
+#
+#   NUM_GPUS=8                    ranks on this node (prompts.per_round must divide by it: 24 -> 8 or 6 GPUs)
+#   ZERO_STAGE=2                  2 -> configs/deepspeed/zero2.json, 3 -> configs/deepspeed/zero3.json
+#   MODEL_PATH=Gen-Verse/MMaDA-8B-Base   backbone.path: hub id or local dir (config.json + safetensors + tokenizer)
+#   VQ_PATH=showlab/magvitv2      backbone.options.vq_path: MAGVIT-v2 weights, hub id or local dir
+#   CLIP_PATH=openai/clip-vit-large-patch14   rewards.clip.kwargs.model_path: hub id or local dir
+#   PROMPTS=data/train_prompts.jsonl          prompts.source: GenEval-style metadata JSONL ({"prompt", ...} per line)
+#   OUTPUT_DIR=runs/mmada_htgrpo              run.output_dir: config, metrics, checkpoints, images, final/
+#   HPSV3_URL=http://127.0.0.1:18087/score            rewards.hpsv3.kwargs.url (python -m maskgrpo.rewards.serve)
+#   UNIFIEDREWARD_URL=http://127.0.0.1:18088/score    rewards.unifiedreward.kwargs.url
+#   GRAD_CKPT=1                   backbone.options.gradient_checkpointing (1/0): whole-block activation recompute
+#   MASTER_PORT=29500             rendezvous port of the DeepSpeed launcher
+#   GPU_MEM_GB=80                 GPU memory the dry run's memory estimate is compared with
+#   DRY_RUN=0                     1 (or the argument --dry-run): validate the config, check paths, print the batch
+#                                 arithmetic and a memory estimate; loads no weights, needs no GPU
+# Relative paths are relative to the repository root (the launcher cd's there).
+LAUNCHER_MISSING_HINT="configs/mmada_htgrpo.yaml is added by the HT-GRPO patch issue (configs/mmada_maskgrpo.yaml + the patch section); until then run launch/mmada_maskgrpo.sh."
+source "$(dirname "${BASH_SOURCE[0]}")/_gpu_common.sh"
+gpu_launch configs/mmada_htgrpo.yaml runs/mmada_htgrpo "$@"

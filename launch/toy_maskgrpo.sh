@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# MaskGRPO baseline on ShapesWorld, end to end on CPU: pretrain the toy base if it is not cached, run RL, and print
+# the held-out ShapesEval table before and after. Extra arguments are config overrides (e.g. rl.rounds=10).
+#   NPROC=2 bash launch/toy_maskgrpo.sh    two processes (DeepSpeed ZeRO-2 over gloo)
+#   CONFIG=configs/...yaml                 another config
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+CONFIG="${CONFIG:-configs/toy_maskgrpo.yaml}"
+NPROC="${NPROC:-1}"
+bash launch/toy_pretrain.sh >/dev/null
+RUN_DIR="$("$PY" -c "import sys; from maskgrpo.config import load_config; from maskgrpo.config.schema import TrainRun; print(load_config(TrainRun, sys.argv[1], sys.argv[2:]).run.output_dir)" "$CONFIG" "$@")"
+"$PY" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m maskgrpo.train --config "$CONFIG" "$@"
+"$PY" -m maskgrpo.toy.compare_evals "$RUN_DIR"

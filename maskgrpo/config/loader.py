@@ -1,0 +1,309 @@
+"""Typed YAML configs: YAML files (with ``base:`` inheritance) + dotted command-line overrides -> frozen dataclasses.
+
+Every error names the key, the file and the line (or the command-line override) and, for typos, the closest valid
+key. Field documentation is the attribute docstring under each dataclass field (CleanRL style); ``field_docs``
+reads it back from the source so ``--help`` and the docs are generated from one place.
+
+Range checks live in the field's metadata: ``field(default=0.2, metadata=rng(ge=0.0, lt=1.0))``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be accepted; the message names key, file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Src:
+    """Where a value came from: file and 1-based line, or a command-line override."""
+
+    where: str
+
+    def __str__(self) -> str:
+        return self.where
+
+
+@dataclasses.dataclass
+class _Val:
+    value: Any  # scalar, list of _Val, or dict[str, _Val]
+    src: _Src
+
+
+def rng(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None) -> dict:
+    """Field metadata declaring the allowed range of a number: ``field(default=..., metadata=rng(ge=0))``."""
+    return {"range": (ge, gt, le, lt)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# YAML -> tree of _Val with sources
+
+
+def _from_node(node: yaml.Node, file: str) -> _Val:
+    src = _Src(f"{file}:{node.start_mark.line + 1}")
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, _Val] = {}
+        for k, v in node.value:
+            key = yaml.safe_load(yaml.serialize(k)) if not isinstance(k, yaml.ScalarNode) else k.value
+            if str(key) in out:
+                raise ConfigError(f"{file}:{k.start_mark.line + 1}: duplicate key {key!r}")
+            out[str(key)] = _from_node(v, file)
+        return _Val(out, src)
+    if isinstance(node, yaml.SequenceNode):
+        return _Val([_from_node(v, file) for v in node.value], src)
+    return _Val(yaml.safe_load(yaml.serialize(node)), src)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> _Val:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain {' -> '.join(map(str, seen + (path,)))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if node is None:
+        return _Val({}, _Src(f"{path}:1"))
+    tree = _from_node(node, str(path))
+    if not isinstance(tree.value, dict):
+        raise ConfigError(f"{tree.src}: the top level of a config must be a mapping")
+    base = tree.value.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base.value, str):
+        raise ConfigError(f"{base.src}: 'base' must be a path to another YAML file")
+    parent = _read_yaml(path.parent / base.value, seen + (path,))
+    return _merge(parent, tree)
+
+
+def _merge(a: _Val, b: _Val) -> _Val:
+    """Deep merge: mappings merge key by key, anything else in b replaces a."""
+    if isinstance(a.value, dict) and isinstance(b.value, dict):
+        out = dict(a.value)
+        for k, v in b.value.items():
+            out[k] = _merge(out[k], v) if k in out else v
+        return _Val(out, b.src)
+    return b
+
+
+def _override_tree(override: str) -> _Val:
+    """``train.lr=1e-5`` -> a nested one-leaf tree; the value is parsed as YAML (so 1e-5 is a float, [1,2] a list)."""
+    src = _Src(f"command-line override {override!r}")
+    if "=" not in override:
+        raise ConfigError(f"{src}: expected KEY=VALUE with a dotted key, e.g. train.lr=1e-5")
+    key, raw = override.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{src}: empty key component in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{src}: cannot parse value {raw!r}: {e}") from e
+
+    def wrap(v: Any) -> _Val:
+        if isinstance(v, dict):
+            return _Val({str(k): wrap(x) for k, x in v.items()}, src)
+        if isinstance(v, list):
+            return _Val([wrap(x) for x in v], src)
+        return _Val(v, src)
+
+    tree = wrap(value)
+    for part in reversed(key.split(".")):
+        tree = _Val({part: tree}, src)
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tree -> dataclass, with type and range checks
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(tp: Any, val: _Val, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    v = val.value
+    if tp is Any:
+        return _plain(val)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(v, dict):
+            raise ConfigError(f"{val.src}: {key} must be a mapping (section {_type_name(tp)}), got {_plain(val)!r}")
+        return _build(tp, val, key + ".")
+    if origin in (Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        errors = []
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _convert(a, val, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{val.src}: {key}={v!r} matches none of {tp}")
+    if origin is Literal:
+        if v not in args:
+            close = difflib.get_close_matches(str(v), [str(a) for a in args], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{val.src}: {key}={v!r} is not one of {list(args)}.{hint}")
+        return v
+    if origin in (list, tuple):
+        if not isinstance(v, list):
+            raise ConfigError(f"{val.src}: {key} must be a list, got {v!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(v):
+                raise ConfigError(f"{val.src}: {key} must have {len(args)} items, got {len(v)}")
+            return tuple(_convert(a, x, f"{key}[{i}]") for i, (a, x) in enumerate(zip(args, v)))
+        item = args[0] if args else Any
+        items = [_convert(item, x, f"{key}[{i}]") for i, x in enumerate(v)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(v, dict):
+            raise ConfigError(f"{val.src}: {key} must be a mapping, got {v!r}")
+        vt = args[1] if args else Any
+        return {k: _convert(vt, x, f"{key}.{k}") for k, x in v.items()}
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{val.src}: {key} must be true or false, got {v!r}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{val.src}: {key} must be an integer, got {v!r}")
+        return v
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{val.src}: {key} must be a number, got {v!r}")
+        return float(v)
+    if tp is str:
+        if not isinstance(v, str):
+            raise ConfigError(f"{val.src}: {key} must be a string, got {v!r}")
+        return v
+    raise ConfigError(f"{val.src}: {key}: unsupported field type {_type_name(tp)}")
+
+
+def _plain(val: _Val) -> Any:
+    v = val.value
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str, src: _Src) -> None:
+    bounds = f.metadata.get("range")
+    if bounds is None or value is None:
+        return
+    ge, gt, le, lt = bounds
+    bad = (
+        (ge is not None and value < ge)
+        or (gt is not None and value <= gt)
+        or (le is not None and value > le)
+        or (lt is not None and value >= lt)
+    )
+    if bad:
+        parts = [f">= {ge}" if ge is not None else "", f"> {gt}" if gt is not None else "",
+                 f"<= {le}" if le is not None else "", f"< {lt}" if lt is not None else ""]  # fmt: skip
+        raise ConfigError(f"{src}: {key}={value!r} is out of range (must be {' and '.join(p for p in parts if p)})")
+
+
+def _build(cls: type[T], tree: _Val, prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    given: dict[str, _Val] = tree.value
+    for k, v in given.items():
+        if k not in fields:
+            close = difflib.get_close_matches(k, list(fields), n=1, cutoff=0.5)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else f" Valid keys: {sorted(fields)}"
+            raise ConfigError(f"{v.src}: unknown key '{prefix}{k}'.{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in given:
+            kwargs[name] = _convert(hints[name], given[name], prefix + name)
+            _check_range(f, kwargs[name], prefix + name, given[name].src)
+        elif dataclasses.is_dataclass(hints[name]) and f.default is dataclasses.MISSING:
+            kwargs[name] = _build(hints[name], _Val({}, tree.src), prefix + name + ".")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{tree.src}: missing required key '{prefix}{name}'")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{tree.src}: in section '{prefix.rstrip('.') or cls.__name__}': {e}") from e
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Build ``cls`` from a YAML file (optional) plus ``a.b=value`` overrides, checking keys, types and ranges."""
+    tree = _read_yaml(Path(path)) if path is not None else _Val({}, _Src("<defaults>"))
+    for o in overrides:
+        tree = _merge(tree, _override_tree(o))
+    return _build(cls, tree)
+
+
+def config_from_dict(cls: type[T], data: dict, where: str = "<dict>") -> T:
+    """Same checks as load_config for an in-memory mapping (e.g. a config stored in a checkpoint)."""
+    node = yaml.compose(yaml.safe_dump(data))
+    return _build(cls, _from_node(node, where) if node is not None else _Val({}, _Src(where)))
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain-Python view of a config (tuples become lists) for YAML/JSON dumps."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def dump_config(cfg: Any, path: str | Path) -> None:
+    """Write the fully resolved config as YAML (every run directory gets one)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstring under each field of a dataclass, read from its source."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name):
+            if isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+                docs[a.target.id] = inspect.cleandoc(b.value.value)
+    return docs
+
+
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """``key (type, default): doc`` lines for every field, nested sections flattened (for --help)."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines += describe(tp, prefix + f.name + ".")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else "(required)"
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        lines.append(f"{prefix}{f.name} ({_type_name(tp)}, default {default!r}): {docs.get(f.name, '')}")
+    return lines

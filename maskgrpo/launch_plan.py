@@ -1,0 +1,424 @@
+"""Dry run of a GPU launch: validate the config, check paths, print the batch arithmetic and a memory estimate.
+
+    python -m maskgrpo.launch_plan --config configs/mmada_maskgrpo.yaml --num-gpus 8 [key=value ...]
+
+Nothing is downloaded and no weight is loaded. What it does:
+
+1. builds the ``TrainRun`` exactly as ``python -m maskgrpo.train`` would (same YAML, same overrides; a bad key or
+   value exits 2 with the key named);
+2. checks the backbone options and reward options against the registered loader / factory signatures;
+3. checks every path: a local file or directory must exist; a string shaped like ``owner/name`` that is not a local
+   path is reported as "hub id, not checked offline"; the prompts JSONL is parsed;
+4. prints the per-round batch arithmetic with the trainer's own DeepSpeed numbers (``maskgrpo.engine``);
+5. prints a per-GPU memory estimate from models.md section 6, with the parameter count read from the checkpoint's
+   config.json when it is a local directory and MMaDA-8B's otherwise.
+
+Exit status: 0 all good, 1 a path or option problem (the plan is still printed), 2 the config does not load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maskgrpo.config import ConfigError, load_config
+from maskgrpo.config.schema import TrainRun
+
+GB = 1e9
+"""Decimal gigabytes, as in models.md section 6 (8.08 B bf16 params = 16.2 GB)."""
+
+MMADA_8B_VOCAB = 134656
+"""Embedding rows of MMaDA-8B (models.md 1.1), used when the checkpoint is a hub id that is not read offline."""
+
+ACT_BYTES_PER_BLOCK_REF = 240e6
+"""Saved activations of one block for one row without checkpointing, bf16, flash-style SDPA (models.md 6: ~240 MB at
+T = 1539, C = 4096); scaled linearly in T * C for other sizes."""
+ACT_REF_TOKENS_X_WIDTH = 1539 * 4096
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sizes
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Sizes of an LLaDA-style network (models.md 1.1, 6). ``source`` says where the numbers came from."""
+
+    d_model: int = 4096
+    n_layers: int = 32
+    mlp_hidden: int = 12288
+    vocab: int = MMADA_8B_VOCAB
+    tied: bool = False
+    source: str = "MMaDA-8B numbers (models.md 1.1)"
+
+    @property
+    def params_per_block(self) -> int:
+        """4 C^2 (q, k, v, attn_out) + 3 C F (gate, up, down) + 2 C (norms): 218,112,000 at C = 4096, F = 12288."""
+        c, f = self.d_model, self.mlp_hidden
+        return 4 * c * c + 3 * c * f + 2 * c
+
+    @property
+    def params(self) -> int:
+        """Psi = L * block + V * C (wte) + V * C (head, unless tied) + C (ln_f): 8,082,690,048 for MMaDA-8B."""
+        heads = 1 if self.tied else 2
+        return self.n_layers * self.params_per_block + heads * self.vocab * self.d_model + self.d_model
+
+    def lora_params(self, r: int, targets: tuple[str, ...]) -> int:
+        """sum over adapted linears of r * (in + out): 335,544,320 for r = 128 on the 7 block linears, 167,772,160 on
+        q/k/v/up (models.md 1.5)."""
+        c, f = self.d_model, self.mlp_hidden
+        dims = {"q_proj": (c, c), "k_proj": (c, c), "v_proj": (c, c), "attn_out": (c, c), "ff_proj": (c, f),
+                "up_proj": (c, f), "ff_out": (f, c)}  # fmt: skip
+        return self.n_layers * sum(r * sum(dims[t]) for t in targets)
+
+
+def model_size(backbone_path: str) -> ModelSize:
+    """Read d_model / n_layers / mlp / V / tying from a local config.json (``path`` or ``path/model``), else 8B."""
+    for candidate in (Path(backbone_path) / "config.json", Path(backbone_path) / "model" / "config.json"):
+        if candidate.is_file():
+            raw = json.loads(candidate.read_text(encoding="utf-8"))
+            return ModelSize(d_model=int(raw["d_model"]), n_layers=int(raw["n_layers"]),
+                             mlp_hidden=int(raw["mlp_hidden_size"]), vocab=int(raw["embedding_size"]),
+                             tied=bool(raw.get("weight_tying", False)), source=str(candidate))  # fmt: skip
+    return ModelSize()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batch arithmetic
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Per-round batch arithmetic of ``maskgrpo.train`` on ``gpus`` ranks (method.md 1)."""
+
+    gpus: int
+    zero_stage: int
+    prompts_per_round: int
+    """P."""
+    group_size: int
+    """G."""
+    micro_batch_rollouts: int
+    """Rollouts per micro-batch = micro_batch_prompts * G (whole groups)."""
+    grad_accum: int
+    """Micro-batches per optimizer step = (P / gpus) / micro_batch_prompts."""
+    inner_updates: int
+    """mu; one optimizer step each."""
+    rollout_batch_size: int
+    """Rollout rows per sampler call."""
+    num_steps: int
+    """Sampler steps T."""
+    cfg: bool
+    """Whether the sampler runs an unconditional row per conditional row."""
+
+    @property
+    def prompts_per_gpu(self) -> int:
+        return self.prompts_per_round // self.gpus
+
+    @property
+    def rollouts_per_round(self) -> int:
+        return self.prompts_per_round * self.group_size
+
+    @property
+    def rollouts_per_gpu(self) -> int:
+        return self.prompts_per_gpu * self.group_size
+
+    @property
+    def optimizer_steps_per_round(self) -> int:
+        return self.inner_updates
+
+    @property
+    def sampler_calls_per_gpu(self) -> int:
+        return math.ceil(self.rollouts_per_gpu / self.rollout_batch_size)
+
+
+def batch_plan(cfg: TrainRun, gpus: int) -> BatchPlan:
+    """The trainer's own numbers: P must divide by the ranks, micro-batch and accumulation from ``engine``."""
+    from maskgrpo.engine import deepspeed_config
+
+    if cfg.prompts.per_round % gpus:
+        raise ConfigError(f"prompts.per_round={cfg.prompts.per_round} must divide by the {gpus} GPUs (NUM_GPUS)")
+    ds = deepspeed_config(cfg, gpus)  # raises if P / gpus does not divide by rl.micro_batch_prompts
+    return BatchPlan(
+        gpus=gpus,
+        zero_stage=int(ds.get("zero_optimization", {}).get("stage", 0)),
+        prompts_per_round=cfg.prompts.per_round,
+        group_size=cfg.rl.group_size,
+        micro_batch_rollouts=int(ds["train_micro_batch_size_per_gpu"]),
+        grad_accum=int(ds["gradient_accumulation_steps"]),
+        inner_updates=cfg.rl.num_inner_updates,
+        rollout_batch_size=cfg.rl.rollout_batch_size,
+        num_steps=cfg.rollout.num_steps,
+        cfg=cfg.rollout.cfg_scale > 0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory (models.md section 6)
+
+
+@dataclass
+class MemoryEstimate:
+    """Per-GPU memory terms in bytes. ``states`` are resident; the peak adds the largest transient phase."""
+
+    states: list[tuple[str, float, str]] = field(default_factory=list)
+    phases: list[tuple[str, float, str]] = field(default_factory=list)
+
+    @property
+    def resident(self) -> float:
+        return sum(b for _, b, _ in self.states)
+
+    @property
+    def peak(self) -> float:
+        return self.resident + max((b for _, b, _ in self.phases), default=0.0)
+
+
+def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window: int, grid: int,
+                    codebook: int, checkpointing: bool) -> MemoryEstimate:  # fmt: skip
+    """models.md 6 formulas per GPU (N = gpus, Psi = params, Psi_t = trainable params, 16 B per trainable param).
+
+    states:  frozen base 2 Psi (ZeRO-3: 2 Psi / N) + trainable 2 Psi_t + 14 Psi_t / N (ZeRO-2) or 16 Psi_t / N
+             (ZeRO-3); full fine-tuning with beta > 0 adds a replicated bf16 reference copy (2 Psi); ZeRO-3 adds one
+             gathered block and one gathered V x C matrix.
+    update:  rows = rollouts per micro-batch (one context row per rollout, the baseline's worst case) x
+             (activations + sliced fp32 logits and their gradient, 2 N K 4 B).
+             activations/row: no checkpointing L * 240 MB * (T C) / (1539 * 4096); whole-block checkpointing
+             L * T * C * 2 B (block inputs) + one block recomputed.
+    rollout: per sampler call, (2 if CFG) x rows x (no-grad forward transient + sliced logits) + sampler
+             probabilities (3 fp32 copies of (rows, N, K)).
+    old/ref: the no-grad log-prob pass over all of this GPU's rollouts in one forward (as the trainer runs it).
+    """
+    n, psi, c, f, layers = plan.gpus, size.params, size.d_model, size.mlp_hidden, size.n_layers
+    t = text_window + grid * grid + 2  # sequence length
+    n_img = grid * grid
+    est = MemoryEstimate()
+    if cfg.lora.enabled:
+        from maskgrpo.policy import LORA_TARGETS
+
+        targets = LORA_TARGETS[cfg.lora.targets]
+        psi_t = size.lora_params(cfg.lora.r, targets)
+        base = 2 * psi / n if plan.zero_stage == 3 else 2 * psi
+        est.states.append(("frozen base weights (bf16)", base, f"{psi / 1e9:.3f} B params"
+                           + (" / N (ZeRO-3)" if plan.zero_stage == 3 else ", replicated")))  # fmt: skip
+        label = f"LoRA r={cfg.lora.r} on {len(targets)} linears/block"
+    else:
+        psi_t = psi
+        label = "full fine-tuning"
+    trainable = 16 * psi_t / n if plan.zero_stage == 3 else 2 * psi_t + 14 * psi_t / n
+    formula = "16 Psi_t / N" if plan.zero_stage == 3 else "2 Psi_t + 14 Psi_t / N"
+    est.states.append((f"trainable states, {label}", trainable, f"{psi_t / 1e6:.1f} M params, {formula}"))
+    if not cfg.lora.enabled and cfg.rl.kl_beta > 0:
+        est.states.append(("frozen reference copy (bf16)", 2 * psi, "full fine-tuning with kl_beta > 0"))
+    if plan.zero_stage == 3:
+        est.states.append(("ZeRO-3 gathered block + V x C matrix", 2 * size.params_per_block + 2 * size.vocab * c,
+                           "one layer and wte/head at a time"))  # fmt: skip
+
+    act_block = ACT_BYTES_PER_BLOCK_REF * (t * c) / ACT_REF_TOKENS_X_WIDTH
+    if checkpointing:
+        act_row, how = layers * t * c * 2 + act_block, "block checkpointing"
+    else:
+        act_row, how = layers * act_block, "no checkpointing"
+    logits_row = 2 * n_img * codebook * 4
+    rows = plan.micro_batch_rollouts
+    est.phases.append((f"update: activations ({how}) + sliced logits", rows * (act_row + logits_row),
+                       f"{rows} rows x ({act_row / GB:.2f} + {logits_row / GB:.3f}) GB, T={t}"))  # fmt: skip
+
+    fwd_row = (5 * t * c + 3 * t * f) * 2 + 2 * t * c * 4  # bf16 hidden/q/k/v/out + gate/up/act, fp32 RoPE q, k
+    rollout_rows = min(plan.rollout_batch_size, plan.rollouts_per_gpu)
+    model_rows = rollout_rows * (2 if plan.cfg else 1)
+    rollout = model_rows * (fwd_row + n_img * codebook * 4) + 3 * rollout_rows * n_img * (codebook + 1) * 4
+    est.phases.append(("rollout: one sampler call (no grad)", rollout,
+                       f"{model_rows} model rows, {rollout_rows} canvases"))  # fmt: skip
+    old_rows = plan.rollouts_per_gpu
+    est.phases.append(("old/ref log-probs (no grad, one forward)", old_rows * (fwd_row + 2 * n_img * codebook * 4),
+                       f"{old_rows} rows"))  # fmt: skip
+    return est
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Paths and options
+
+
+def classify_path(value: str, kind: str = "any") -> tuple[str, bool]:
+    """(status, ok) of a path-or-hub-id string. kind "file" / "dir" narrows what a local path must be."""
+    p = Path(value)
+    if p.exists():
+        if kind == "file" and not p.is_file():
+            return "not a file", False
+        if kind == "dir" and not p.is_dir():
+            return "not a directory", False
+        return ("local dir" if p.is_dir() else "local file"), True
+    if kind != "file" and _HUB_ID.fullmatch(value) and not value.startswith((".", "/", "~")):
+        return "hub id, not checked offline", True
+    return "MISSING", False
+
+
+def _loader_defaults(loader: Any) -> dict[str, Any]:
+    skip = ("path", "dtype", "device")
+    params = inspect.signature(loader).parameters
+    return {k: p.default for k, p in params.items() if k not in skip and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def check_inputs(cfg: TrainRun) -> tuple[list[tuple[str, str, str]], list[str], dict[str, Any]]:
+    """Rows (what, value, status) for every path / endpoint, problems found, and the resolved backbone options."""
+    from maskgrpo.backbones import BACKBONES
+    from maskgrpo.rewards.base import REWARDS
+
+    rows: list[tuple[str, str, str]] = []
+    problems: list[str] = []
+
+    def path_row(what: str, value: str, kind: str = "any") -> None:
+        status, ok = classify_path(value, kind)
+        rows.append((what, value, status))
+        if not ok:
+            problems.append(f"{what}: {value} ({status})")
+
+    loader = BACKBONES.get(cfg.backbone.name)
+    defaults = _loader_defaults(loader)
+    unknown = sorted(set(cfg.backbone.options) - set(defaults))
+    if unknown:
+        problems.append(f"backbone.options: unknown option(s) {unknown} for backbone {cfg.backbone.name!r}; "
+                        f"valid: {sorted(defaults)}")  # fmt: skip
+    options = {**defaults, **cfg.backbone.options}
+    path_row("backbone.path", cfg.backbone.path, "dir")
+    local = Path(cfg.backbone.path)
+    if local.is_dir() and cfg.backbone.name == "mmada":
+        weights = [
+            n for n in ("config.json", "model.safetensors.index.json", "model.safetensors") if (local / n).is_file()
+        ]
+        if "config.json" not in weights or len(weights) < 2:
+            problems.append(f"backbone.path: {local} lacks config.json and safetensors (found {weights})")
+    for key in ("vq_path", "tokenizer_path"):
+        if options.get(key) is not None:
+            path_row(f"backbone.options.{key}", str(options[key]))
+
+    if cfg.prompts.source == "backbone":
+        rows.append(("prompts.source", "backbone", "the backbone's built-in prompts"))
+    else:
+        status, ok = classify_path(cfg.prompts.source, "file")
+        if ok:
+            from maskgrpo.prompts import load_prompt_metadata
+
+            try:
+                status = f"local file, {len(load_prompt_metadata(cfg.prompts.source))} prompt(s)"
+            except ValueError as e:
+                status, ok = f"unreadable: {e}", False
+        rows.append(("prompts.source", cfg.prompts.source, status))
+        if not ok:
+            problems.append(f"prompts.source: {cfg.prompts.source} ({status})")
+    path_row("deepspeed.config", cfg.deepspeed.config, "file")
+
+    for name, entry in cfg.rewards.items():
+        reg = entry.entry or name
+        if reg not in REWARDS:
+            problems.append(f"rewards.{name}: unknown reward {reg!r}; valid: {REWARDS.names()}")
+            continue
+        params = inspect.signature(REWARDS.get(reg)).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        bad = sorted(set(entry.kwargs) - set(params) - {"device", "context"})
+        if bad and not takes_any:
+            problems.append(f"rewards.{name}.kwargs: unknown option(s) {bad}; valid: "
+                            f"{sorted(k for k in params if k not in ('device', 'context'))}")  # fmt: skip
+        for key, value in entry.kwargs.items():
+            if key == "url":
+                rows.append((f"rewards.{name}.url", str(value), "endpoint, not contacted"))
+            elif key.endswith("path"):
+                path_row(f"rewards.{name}.{key}", str(value))
+    return rows, problems, options
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def _gb(x: float) -> str:
+    return f"{x / GB:6.2f} GB"
+
+
+def render(cfg: TrainRun, plan: BatchPlan, rows: list, est: MemoryEstimate | None, size: ModelSize,
+           gpu_mem_gb: float) -> str:  # fmt: skip
+    w = 40
+    line = "-" * 100
+    out = [line, f"launch plan: {cfg.backbone.name} backbone, {plan.gpus} GPUs, ZeRO-{plan.zero_stage}, "
+                 f"output {cfg.run.output_dir}", line]  # fmt: skip
+    items = [
+        ("GPUs (ranks)", plan.gpus, ""),
+        ("ZeRO stage", plan.zero_stage, cfg.deepspeed.config),
+        ("precision", cfg.deepspeed.precision, f"weights {cfg.backbone.dtype}"),
+        ("prompts per round", plan.prompts_per_round, "P"),
+        ("prompts per GPU", plan.prompts_per_gpu, f"P / GPUs = {plan.prompts_per_round} / {plan.gpus}"),
+        ("rollouts per prompt", plan.group_size, "G"),
+        ("rollouts per round", plan.rollouts_per_round, f"P x G = {plan.prompts_per_round} x {plan.group_size}"),
+        ("rollouts per GPU", plan.rollouts_per_gpu, f"{plan.prompts_per_gpu} x {plan.group_size}"),
+        ("micro-batch (rollouts)", plan.micro_batch_rollouts,
+         f"micro_batch_prompts x G = {cfg.rl.micro_batch_prompts} x {plan.group_size}"),
+        ("gradient accumulation steps", plan.grad_accum,
+         f"prompts per GPU / micro_batch_prompts = {plan.prompts_per_gpu} / {cfg.rl.micro_batch_prompts}"),
+        ("inner updates", plan.inner_updates, "mu"),
+        ("optimizer steps per round", plan.optimizer_steps_per_round, "one per inner update"),
+        ("rollout sampler calls per GPU", plan.sampler_calls_per_gpu,
+         f"{plan.num_steps} steps each, <= {plan.rollout_batch_size} rows"
+         + (" (+ as many uncond rows, CFG)" if plan.cfg else "")),
+        ("rounds", cfg.rl.rounds, f"{cfg.rl.rounds * plan.optimizer_steps_per_round} optimizer steps in total"),
+    ]  # fmt: skip
+    out += [f"{k:<{w}}{v!s:>8}   {note}" for k, v, note in items]
+    out += [line, "inputs"]
+    out += [f"  {what:<{w - 2}}{status:<28} {value}" for what, value, status in rows]
+    out += [line, f"memory per GPU (estimate, models.md 6; sizes from {size.source}: "
+                  f"{size.params:,} params)"]  # fmt: skip
+    if est is None:
+        out.append("  (no estimate: the backbone loader has no text_window / grid options, i.e. no MMaDA-style row)")
+    else:
+        out += [f"  {name:<{w + 18}}{_gb(b)}   {note}" for name, b, note in est.states]
+        out.append(f"  {'= resident':<{w + 18}}{_gb(est.resident)}")
+        out += [f"  {'+ ' + name:<{w + 18}}{_gb(b)}   {note}" for name, b, note in est.phases]
+        verdict = "fits" if est.peak <= gpu_mem_gb * GB else "DOES NOT FIT"
+        out.append(f"  {'= peak (resident + largest phase)':<{w + 18}}{_gb(est.peak)}   {verdict} in "
+                   f"{gpu_mem_gb:g} GB (--gpu-mem-gb); allocator overhead and fragmentation not included")  # fmt: skip
+    out.append(line)
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="TrainRun YAML (configs/mmada_maskgrpo.yaml, ...)")
+    ap.add_argument("--num-gpus", type=int, default=8, help="ranks of the launch (NUM_GPUS)")
+    ap.add_argument("--gpu-mem-gb", type=float, default=80.0, help="memory of one GPU for the fit verdict")
+    ap.add_argument("overrides", nargs="*", help="dotted overrides, exactly as passed to maskgrpo.train")
+    args = ap.parse_args(argv)
+    if args.num_gpus < 1:
+        print(f"error: --num-gpus must be >= 1, got {args.num_gpus}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(TrainRun, args.config, args.overrides)
+        plan = batch_plan(cfg, args.num_gpus)
+        rows, problems, options = check_inputs(cfg)
+    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    size = model_size(cfg.backbone.path)
+    est = None
+    if "text_window" in options and "grid" in options:
+        from maskgrpo.layout import mmada_8b
+
+        est = memory_estimate(cfg, plan, size, int(options["text_window"]), int(options["grid"]),
+                              mmada_8b().codebook_size,
+                              bool(options.get("gradient_checkpointing", False)))  # fmt: skip
+    print(render(cfg, plan, rows, est, size, args.gpu_mem_gb))
+    if problems:
+        print("problems:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return 1
+    print("dry run OK: config valid, inputs found; no weights were loaded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Observability: per-phase model-forward counters, metrics JSONL + wandb, rollout image grids."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+
+class ForwardCounter:
+    """Counts sequences (rows) and calls through a model, per phase; attach once to the innermost model.
+
+    One "forward" = one sequence through the network, so a call on a (R, T) batch adds R. The phase is set by the
+    trainer (``counter.phase = "update"``).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.phase = "other"
+        self.rows: dict[str, int] = defaultdict(int)
+        self.calls: dict[str, int] = defaultdict(int)
+        model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def __deepcopy__(self, memo: dict) -> ForwardCounter:
+        return self  # a frozen reference copy of the model (deepcopy) keeps counting into the same counter
+
+    def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.rows[self.phase] += int(ids.shape[0])
+        self.calls[self.phase] += 1
+
+    def reset(self) -> dict[str, int]:
+        out = {f"perf/forwards_{k}": v for k, v in self.rows.items()}
+        out.update({f"perf/calls_{k}": v for k, v in self.calls.items()})
+        self.rows.clear()
+        self.calls.clear()
+        return out
+
+
+class MetricsLog:
+    """Appends one JSON line per round to ``metrics.jsonl`` (rank 0) and mirrors to wandb when enabled."""
+
+    def __init__(self, run_dir: Path, enabled: bool, wandb_mode: str, project: str, config: dict) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.wandb = None
+        if enabled and wandb_mode != "disabled":
+            import wandb
+
+            os.environ.setdefault("WANDB_DIR", str(run_dir))
+            self.wandb = wandb.init(project=project, mode=wandb_mode, config=config, dir=str(run_dir),
+                                    name=run_dir.name, resume="allow")  # fmt: skip
+
+    def truncate_after(self, last_round: int) -> None:
+        """On resume: drop lines of rounds that ran after the checkpoint (their effects were lost)."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["round"] <= last_round]
+        self.path.write_text("".join(ln + "\n" for ln in lines))
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=metrics["round"])
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def rollout_grid(images: np.ndarray, prompts: list[str], rewards: np.ndarray, path: Path, scale: int = 3) -> None:
+    """A labelled grid of rollouts: each tile shows the image, its reward and the start of its prompt."""
+    n, h, w, _ = images.shape
+    tw, th = max(w * scale, 120), h * scale + 24
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    canvas = Image.new("RGB", (cols * tw, rows * th), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        tile = Image.fromarray(images[i]).resize((w * scale, h * scale), Image.NEAREST)
+        canvas.paste(tile, (c * tw, r * th))
+        draw.text((c * tw + 2, r * th + h * scale + 1), f"R={rewards[i]:.2f} {prompts[i][11:40]}", fill="black")
+    canvas.save(path)

@@ -1,0 +1,43 @@
+"""The training prompt stream: a seeded permutation per epoch, read P prompts per round, split across ranks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def load_prompt_metadata(path: str | Path) -> list[dict]:
+    """GenEval-style metadata lines ({"prompt", "tag", "include", ...}); a bad line names file and line number."""
+    out = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            meta = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i}: not valid JSON: {e}") from e
+        if "prompt" not in meta:
+            raise ValueError(f"{path}:{i}: missing key 'prompt'")
+        out.append(meta)
+    return out
+
+
+class PromptStream:
+    """Position p of the stream = prompt perm_e[p mod n] with e = p // n; deterministic from (seed, position)."""
+
+    def __init__(self, prompts: list[dict], seed: int) -> None:
+        if not prompts:
+            raise ValueError("the prompt list is empty")
+        self.prompts, self.seed = prompts, seed
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.prompts))
+
+    def take(self, position: int, count: int) -> list[dict]:
+        n = len(self.prompts)
+        out = []
+        for p in range(position, position + count):
+            out.append(self.prompts[int(self._perm(p // n)[p % n])])
+        return out

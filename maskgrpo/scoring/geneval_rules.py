@@ -1,0 +1,375 @@
+"""GenEval's decision rules and the reward-server partial-credit reward, numpy-only and detector-agnostic.
+
+Both the official GenEval path (Mask2Former boxes + CLIP colours, run elsewhere) and the ShapesWorld evaluator
+(colour-segmentation "detector", nearest-palette colours) feed :class:`Detection` lists into the same functions, so
+the two report the same table. Source of every rule: ``shared/spec/benchmarks.md`` section 1.
+
+Pipeline for one image::
+
+    det = filter_detections(raw, metadata)              # per class: score > T, sort, top max_objects, NMS, drop empty
+    correct, reason = evaluate(metadata, raw, colours)  # official yes/no (calls filter_detections itself)
+    pc = partial_credit(metadata, raw, colours)         # reward-server partial credit (mean of terms)
+    summarize_tags([(tag, correct), ...])               # per-tag accuracy + overall = unweighted mean of tags
+
+Conventions: boxes are ``(x0, y0, x1, y1)`` in pixels with y pointing down, so "above" means a smaller y.
+``classify_colors(cls, dets)`` returns one colour name per detection; how it gets the pixels (CLIP on a masked
+crop, nearest palette colour) is the caller's business, typically a closure over the image.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+GENEVAL_TAGS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+"""The six GenEval tags in the canonical (table) order."""
+
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+"""Every relation :func:`relpos` can report; the ``rel`` of a ``position`` clause is one of these."""
+
+PARTIAL_CREDIT_VARIANTS: tuple[str, ...] = ("reward_server", "clipped")
+"""``reward_server``: upstream terms exactly (unclipped count term, stray 1 after a position check).
+``clipped``: every term in [0, 1] and no stray 1 (ShapesWorld uses this)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """One detected object of one class.
+
+    box:   (x0, y0, x1, y1) floats, pixels, y down (x1 >= x0, y1 >= y0 expected, not enforced).
+    score: detector confidence; compared with the thresholds by strict ``>``.
+    mask:  (H, W) bool instance mask, or None (only the colour classifier may use it).
+
+    ``eq=False``: equality and hashing are by identity, so a detection can key a dict (e.g. in a test's colour
+    table) even though it holds an array.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    mask: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.box) != 4:
+            raise ValueError(f"Detection.box must be (x0, y0, x1, y1), got {self.box!r}")
+        object.__setattr__(self, "box", tuple(float(v) for v in self.box))
+        object.__setattr__(self, "score", float(self.score))
+
+
+@dataclass(frozen=True)
+class GenEvalThresholds:
+    """The knobs of GenEval's ``evaluate_images.py`` (its ``--options``), with the official defaults."""
+
+    threshold: float = 0.3
+    """Keep a detection iff ``score > threshold`` (strict), for prompts whose tag is not ``counting``."""
+    counting_threshold: float = 0.9
+    """Replaces ``threshold`` for every class of a ``counting`` prompt."""
+    max_objects: int = 16
+    """Per class, keep at most this many detections (the highest-scoring ones)."""
+    max_overlap: float = 1.0
+    """Greedy box-IoU NMS drops a detection whose IoU with a kept one is > max_overlap; skipped when >= 1."""
+    position_threshold: float = 0.1
+    """The shift ``s`` of :func:`relpos`: each axis offset is shrunk by s * (sum of the two box sizes)."""
+
+    def __post_init__(self) -> None:
+        if self.max_objects < 1:
+            raise ValueError(f"max_objects must be >= 1 (GenEval uses 16), got {self.max_objects}")
+        if self.max_overlap < 0:
+            raise ValueError(f"max_overlap must be >= 0 (1.0 disables NMS), got {self.max_overlap}")
+        if self.position_threshold < 0:
+            raise ValueError(f"position_threshold must be >= 0 (GenEval uses 0.1), got {self.position_threshold}")
+
+
+ClassifyColors = Callable[[str, list[Detection]], list[str]]
+"""``(class name, detections) -> colour name per detection`` (same length and order as the detections)."""
+
+
+@dataclass(frozen=True)
+class PartialCredit:
+    """The reward-server GenEval reward for one image.
+
+    score:          mean of ``terms`` (0.0 if there are none).
+    strict_correct: every include clause's count is exact (k == n), as the spec defines it.
+    terms:          the individual terms in the order they were added (see :func:`partial_credit`).
+    """
+
+    score: float
+    strict_correct: bool
+    terms: tuple[float, ...]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Step 1: filtering
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes; 0 when the union is empty."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _greedy_nms(dets: list[Detection], max_overlap: float) -> list[Detection]:
+    """Walk ``dets`` (already sorted by score, descending); keep one unless IoU > max_overlap with a kept one."""
+    kept: list[Detection] = []
+    for det in dets:
+        if all(_box_iou(det.box, other.box) <= max_overlap for other in kept):
+            kept.append(det)
+    return kept
+
+
+def filter_detections(
+    detections: dict[str, list[Detection]],
+    metadata: dict,
+    thresholds: GenEvalThresholds = GenEvalThresholds(),
+) -> dict[str, list[Detection]]:
+    """GenEval step 1: per class keep ``score > T``, sort descending, keep ``max_objects``, NMS, drop empty classes.
+
+    T = ``counting_threshold`` for every class when ``metadata["tag"] == "counting"``, else ``threshold``. NMS
+    (greedy, box IoU) runs only when ``max_overlap < 1``. The sort is stable, so equal scores keep input order.
+    Returns a new dict; the input lists are not modified.
+    """
+    t = thresholds.counting_threshold if metadata["tag"] == "counting" else thresholds.threshold
+    out: dict[str, list[Detection]] = {}
+    for cls, dets in detections.items():
+        kept = sorted((d for d in dets if d.score > t), key=lambda d: d.score, reverse=True)
+        kept = kept[: thresholds.max_objects]
+        if thresholds.max_overlap < 1:
+            kept = _greedy_nms(kept, thresholds.max_overlap)
+        if kept:
+            out[cls] = kept
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Relative position
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def relpos(box_a: Sequence[float], box_b: Sequence[float], shift: float = 0.1) -> set[str]:
+    """Relations of box A with respect to box B, GenEval's rule with the shift ``s``.
+
+    Formula (per axis, x and y; y points down)::
+
+        off = centre(A) - centre(B)                      # (2,)
+        rev = sign(off) * max(|off| - s * (dA + dB), 0)  # dA, dB = (w, h) of each box
+        if all(|rev| < 1e-3): return {}
+        (dx, dy) = rev / ||off||                         # divided by the ORIGINAL offset's norm
+        {"left of": dx < -.5, "right of": dx > .5, "above": dy < -.5, "below": dy > .5}
+
+    Only the first four entries of each box are read, so ``[x0, y0, x1, y1, score]`` rows work too.
+    Example: A = [0,0,10,10], B = [30,0,40,10]: off = (-30, 0), rev = (-28, 0), dx = -0.93 -> {"left of"}.
+    """
+    a = np.asarray(box_a[:4], dtype=np.float64)  # (4,)
+    b = np.asarray(box_b[:4], dtype=np.float64)  # (4,)
+    off = (a[:2] + a[2:]) / 2 - (b[:2] + b[2:]) / 2  # (2,) centre(A) - centre(B)
+    size_sum = (a[2:] - a[:2]) + (b[2:] - b[:2])  # (2,) dA + dB
+    rev = np.sign(off) * np.maximum(np.abs(off) - shift * size_sum, 0.0)  # (2,)
+    if np.all(np.abs(rev) < 1e-3):
+        return set()
+    # rev != 0 implies off != 0, so the norm is positive here.
+    dx, dy = rev / np.linalg.norm(off)
+    rels = set()
+    if dx < -0.5:
+        rels.add("left of")
+    if dx > 0.5:
+        rels.add("right of")
+    if dy < -0.5:
+        rels.add("above")
+    if dy > 0.5:
+        rels.add("below")
+    return rels
+
+
+def _first_position_failure(
+    found: list[Detection], targets: list[Detection], rel: str, shift: float
+) -> tuple[Detection, Detection, set[str]] | None:
+    """The first pair (obj, target) with ``rel not in relpos(obj, target)``, or None if every pair holds."""
+    for obj in found:
+        for target in targets:
+            rels = relpos(obj.box, target.box, shift)
+            if rel not in rels:
+                return obj, target, rels
+    return None
+
+
+def _colours(classify_colors: ClassifyColors, cls: str, found: list[Detection]) -> list[str]:
+    """Call the colour classifier and check it answered once per detection."""
+    colours = list(classify_colors(cls, found))
+    if len(colours) != len(found):
+        raise ValueError(f"classify_colors returned {len(colours)} colours for {len(found)} {cls!r} detections")
+    return colours
+
+
+def _count(clause: dict) -> int:
+    """The clause's required count, which every rule divides by or slices with, so it must be >= 1."""
+    n = int(clause["count"])
+    if n < 1:
+        raise ValueError(f"clause count must be >= 1, got {clause!r}")
+    return n
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Steps 2-4: the official yes/no
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    metadata: dict,
+    detections: dict[str, list[Detection]],
+    classify_colors: ClassifyColors,
+    thresholds: GenEvalThresholds = GenEvalThresholds(),
+) -> tuple[bool, str]:
+    """GenEval's verdict for one image: ``(correct, "\\n".join(reasons))``; reasons are empty when correct.
+
+    ``detections`` are raw (unfiltered); :func:`filter_detections` is applied here.
+    Include clauses are ANDed. For ``{"class", "count": n, ["color"], ["position": [rel, g]]}``:
+      found = det[cls][:n] (top-n by score); fail if len(found) < n (extra detections are fine);
+      with a colour, fail if fewer than n of ``found`` are classified as it;
+      with a position and still matched: fail if group g is None ("no target"), else every pair
+      (obj in found, t in group g) needs rel in relpos(obj, t).
+      Group i = ``found`` of clause i, or None if clause i failed.
+    Exclude clauses are ORed: fail if len(det[cls]) >= count, counting all filtered detections.
+    """
+    det = filter_detections(detections, metadata, thresholds)
+    correct = True
+    reasons: list[str] = []
+    groups: list[list[Detection] | None] = []
+    for clause in metadata["include"]:
+        cls, n = clause["class"], _count(clause)
+        found = det.get(cls, [])[:n]
+        matched = True
+        if len(found) < n:
+            matched = False
+            reasons.append(f"expected {cls}>={n}, found {len(found)}")
+        elif "color" in clause:
+            colours = _colours(classify_colors, cls, found)
+            m = colours.count(clause["color"])
+            if m < n:
+                matched = False
+                reasons.append(
+                    f"expected {clause['color']} {cls}>={n}, found {m} {clause['color']} (colours {colours})"
+                )
+        if matched and "position" in clause:
+            rel, g = clause["position"]
+            targets = groups[g]
+            if targets is None:
+                matched = False
+                reasons.append(f"no target for {cls} to be {rel}")
+            else:
+                failure = _first_position_failure(found, targets, rel, thresholds.position_threshold)
+                if failure is not None:
+                    matched = False
+                    obj, target, rels = failure
+                    got = ", ".join(sorted(rels)) or "no clear relation"
+                    reasons.append(f"expected {cls} {rel} target {list(target.box)}, found {got} at {list(obj.box)}")
+        correct = correct and matched
+        groups.append(found if matched else None)
+    for clause in metadata.get("exclude", []):
+        cls, n = clause["class"], _count(clause)
+        k = len(det.get(cls, []))
+        if k >= n:
+            correct = False
+            reasons.append(f"expected {cls}<{n}, found {k}")
+    return correct, "\n".join(reasons)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Partial-credit reward (reward-server)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def partial_credit(
+    metadata: dict,
+    detections: dict[str, list[Detection]],
+    classify_colors: ClassifyColors,
+    thresholds: GenEvalThresholds = GenEvalThresholds(),
+    variant: str = "reward_server",
+) -> PartialCredit:
+    """The reward-server GenEval reward: the mean of per-clause terms. Exclude clauses are ignored.
+
+    For each include clause with count n and k = len(det[cls]) (ALL filtered detections of the class):
+      count term 1 - |n - k| / n (unclipped in ``reward_server``: n = 1, k = 3 gives -1);
+      if k != n: not strict; add 0 if the clause has a colour, and 0 if it has a position; group = None;
+      else: with a colour add m / n (m = detections classified as the colour; fails the clause unless m = n);
+            with a position and still matched: a None target group adds 0 (clause fails); otherwise add 0 if
+            any pair (obj, t) fails relpos (clause fails), then ``reward_server`` ALWAYS adds 1, while ``clipped``
+            adds the 1 only when every pair passed;
+            group = the k = n detections, or None if the clause failed.
+    ``clipped`` also clips every term into [0, 1]. Example, two-object position prompt, both counts right,
+    relation wrong: reward_server terms (1, 1, 0, 1) -> 0.75; clipped (1, 1, 0) -> 2/3.
+    """
+    if variant not in PARTIAL_CREDIT_VARIANTS:
+        raise ValueError(
+            f"unknown partial-credit variant {variant!r}; valid variants: {list(PARTIAL_CREDIT_VARIANTS)}"
+        )
+    clipped = variant == "clipped"
+    det = filter_detections(detections, metadata, thresholds)
+    terms: list[float] = []
+    strict = True
+    groups: list[list[Detection] | None] = []
+    for clause in metadata["include"]:
+        cls, n = clause["class"], _count(clause)
+        found = det.get(cls, [])
+        k = len(found)
+        count_term = 1.0 - abs(n - k) / n
+        terms.append(min(max(count_term, 0.0), 1.0) if clipped else count_term)
+        if k != n:
+            strict = False
+            terms.extend([0.0] * (("color" in clause) + ("position" in clause)))
+            groups.append(None)
+            continue
+        matched = True
+        if "color" in clause:
+            m = _colours(classify_colors, cls, found).count(clause["color"])
+            terms.append(m / n)
+            matched = m == n
+        if matched and "position" in clause:
+            rel, g = clause["position"]
+            targets = groups[g]
+            if targets is None:
+                terms.append(0.0)
+                matched = False
+            else:
+                matched = _first_position_failure(found, targets, rel, thresholds.position_threshold) is None
+                if not matched:
+                    terms.append(0.0)
+                if matched or not clipped:
+                    terms.append(1.0)  # reward_server adds this 1 even after a failed pair
+        groups.append(found if matched else None)
+    score = sum(terms) / len(terms) if terms else 0.0
+    return PartialCredit(score=score, strict_correct=strict, terms=tuple(terms))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Summary
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def summarize_tags(results: Iterable[tuple[str, bool]]) -> dict[str, float]:
+    """Per-tag accuracy (canonical order, only tags present) plus ``"overall"`` = unweighted mean of those.
+
+    results: one ``(tag, correct)`` per image. Each tag counts once in the overall however many images it has,
+    as in GenEval's ``summary_scores.py``. A canonical tag with no images is left out of the mean (as upstream
+    does) and triggers a warning; an unknown tag raises. With no results at all, overall is NaN.
+    """
+    hits: dict[str, list[bool]] = {}
+    for tag, correct in results:
+        if tag not in GENEVAL_TAGS:
+            raise ValueError(f"unknown GenEval tag {tag!r}; valid tags: {list(GENEVAL_TAGS)}")
+        hits.setdefault(tag, []).append(bool(correct))
+    summary = {tag: sum(hits[tag]) / len(hits[tag]) for tag in GENEVAL_TAGS if tag in hits}
+    missing = [tag for tag in GENEVAL_TAGS if tag not in hits]
+    if missing:
+        warnings.warn(
+            f"GenEval summary is missing tags {missing}; overall averages only {list(summary)}",
+            stacklevel=2,
+        )
+    summary["overall"] = sum(summary.values()) / len(summary) if summary else math.nan
+    return summary

@@ -1,0 +1,294 @@
+"""MaskGRPO RL loop on DeepSpeed ZeRO: ``python -m maskgrpo.train --config FILE [key=value ...] [--resume]``.
+
+One round (method.md section 1), as the code below runs it:
+
+    1. take P prompts (P / world per rank)
+    2. pi_old = current policy: G rollouts per prompt with the rollout sampler (CFG)
+    3. decode, score with every reward, gather the scaled scores from all ranks, combine (weighted sum)
+    4. group advantages A_i = (R_i - mean_g) / (std_g + 1e-5) on the gathered rewards; keep this rank's slice
+    5. contexts for the mu inner updates; old and reference log-probs once per distinct context (no grad, no CFG)
+    6. mu inner updates: per micro-batch (whole prompt groups) forward, policy loss, backward; one optimizer step
+    7. log, image grid, checkpoint
+
+Components (sampler, context builder, loss, rewards) come from registries by the names in the config; this loop
+never branches on a component's name. ``patch: htgrpo`` in the YAML swaps the HT-GRPO components in (resolved in
+``maskgrpo.components``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from maskgrpo.algo.equations import code_logprobs, group_advantages, zero_std_fraction
+from maskgrpo.algo.types import LossInputs, ModelInput, Rollouts
+from maskgrpo.checkpoint import TrainerState, export_final, latest_checkpoint, load_checkpoint, save_checkpoint
+from maskgrpo.components import Components, resolve_components
+from maskgrpo.config import ConfigError, dump_config, load_config, to_dict
+from maskgrpo.config.schema import TrainRun
+from maskgrpo.distributed import all_gather_rows, barrier, init_distributed
+from maskgrpo.engine import build_engine
+from maskgrpo.observe import ForwardCounter, MetricsLog, rollout_grid
+from maskgrpo.prompts import PromptStream
+from maskgrpo.rewards.base import combine_rewards, score_all
+
+
+class Trainer:
+    def __init__(self, cfg: TrainRun, resume: bool) -> None:
+        self.cfg = cfg
+        self.rank, self.world, self.device = init_distributed()
+        if cfg.prompts.per_round % self.world:
+            raise ConfigError(f"prompts.per_round={cfg.prompts.per_round} must divide by the {self.world} ranks")
+        self.run_dir = Path(cfg.run.output_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, self.run_dir / "config.yaml")
+        barrier()
+        torch.manual_seed(cfg.run.seed + 1000 * self.rank)  # global RNG: LoRA dropout only
+        self.parts: Components = resolve_components(cfg, self.device)
+        self.backbone = self.parts.backbone
+        self.counter = ForwardCounter(self.backbone.model)
+        self.engine, self.reference = build_engine(cfg, self.backbone.model, self.world, self.device)
+        self.policy = self.engine.module
+        seed = cfg.run.seed * 7919 + self.rank
+        self.gens = {name: torch.Generator(device=self.device).manual_seed(seed * 10 + i)
+                     for i, name in enumerate(("rollout", "context", "loss"))}  # fmt: skip
+        self.stream = PromptStream(self.parts.prompts, cfg.run.seed)
+        self.state = TrainerState(components=self.parts.names, config=to_dict(cfg))
+        self.log = MetricsLog(self.run_dir, self.rank == 0, cfg.run.wandb_mode, cfg.run.wandb_project, to_dict(cfg))
+        if resume:
+            self._resume()
+        if self.rank == 0:
+            print(f"[train] components: {self.parts.names}; rank {self.rank}/{self.world} on {self.device}")
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.ckpt_dir} (no 'latest' file)")
+        self.state = load_checkpoint(self.engine, path, self.rank)
+        for name, g in self.gens.items():
+            g.set_state(self.state.generators[name])
+        torch.set_rng_state(self.state.torch_rng)
+        self.log.truncate_after(self.state.round)
+        if self.rank == 0:
+            print(f"[train] resumed from {path} at round {self.state.round}")
+
+    def _save(self) -> None:
+        self.state.generators = {name: g.get_state() for name, g in self.gens.items()}
+        self.state.torch_rng = torch.get_rng_state()
+        save_checkpoint(self.engine, self.ckpt_dir, self.state, self.rank, self.cfg.checkpoint.keep)
+
+    # ---- model passes ------------------------------------------------------------------------------------------
+    def _code_logits(self, module: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """(R, N, K) logits at the image slots over the image-code slice (head computed only there)."""
+        p = self.rollouts.prompts
+        out = module(input_ids=ids, attention_mask=attn, logits_at=p.image_positions.to(ids.device),
+                     vocab_slice=(p.code_offset, p.code_offset + p.codebook_size))  # fmt: skip
+        return out.logits
+
+    def _logp(self, module: torch.nn.Module, inp: ModelInput, sel: torch.Tensor) -> torch.Tensor:
+        """log-probs (b, N) of the committed codes of rollouts ``sel`` (b,), one forward per distinct input row."""
+        rows = inp.rows[sel]
+        uniq, local = torch.unique(rows, return_inverse=True)  # rollouts sharing a row share one forward
+        logits = self._code_logits(module, inp.input_ids[uniq], inp.attention_mask[uniq])  # (u, N, K)
+        return code_logprobs(logits, self.rollouts.codes[sel], local)
+
+    # ---- the round ---------------------------------------------------------------------------------------------
+    def rollout(self, metas: list[dict]) -> Rollouts:
+        """Step 2: G rollouts per prompt from pi_old (policy in eval mode, CFG, no grad)."""
+        cfg, g = self.cfg, self.cfg.rl.group_size
+        prompts = self.backbone.prompt_batch([m["prompt"] for m in metas]).to(self.device)
+        rows = prompts.repeat_interleave(g)
+        outs = []
+        self.policy.eval()
+        with torch.no_grad():
+            for s in range(0, rows.input_ids.shape[0], cfg.rl.rollout_batch_size):
+                chunk = _slice_batch(rows, s, s + cfg.rl.rollout_batch_size)
+                outs.append(self.parts.sampler.sample(self.policy, chunk, self.gens["rollout"]))
+        cat = {k: torch.cat([getattr(o, k) for o in outs]) for k in ("codes", "commit_step", "logp_at_commit")}
+        extras = {k: torch.cat([o.extras[k] for o in outs]) for k in getattr(outs[0], "extras", {})}
+        return Rollouts(prompts, g, cat["codes"], cat["commit_step"], cat["logp_at_commit"], extras)
+
+    def rewards_and_advantages(self, metas: list[dict], images: np.ndarray) -> tuple[torch.Tensor, np.ndarray, dict]:
+        """Steps 3-4: local scaled scores -> gathered -> combined R -> group advantages -> this rank's slice."""
+        g = self.cfg.rl.group_size
+        metas_rep = [m for m in metas for _ in range(g)]
+        scaled = score_all(self.parts.reward_fns, self.parts.reward_specs, images,
+                           [m["prompt"] for m in metas_rep], metas_rep)  # (B_local, F)  # fmt: skip
+        gathered = all_gather_rows(scaled)  # (B_global, F): gathered BEFORE normalising
+        weights = np.array([s.weight for s in self.parts.reward_specs])
+        total, metrics = combine_rewards(gathered, weights, [s.name for s in self.parts.reward_specs])
+        r = torch.as_tensor(total, dtype=torch.float64)
+        adv = group_advantages(r, g)  # (B_global,)
+        b = scaled.shape[0]
+        local = adv[self.rank * b : (self.rank + 1) * b].float().to(self.device)
+        metrics.update({"adv/zero_std_group_frac": zero_std_fraction(r, g), "adv/abs_max": float(adv.abs().max())})
+        return local, total[self.rank * b : (self.rank + 1) * b], metrics
+
+    def old_and_ref_logp(self, contexts) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Step 5: log pi_old and log pi_ref of every rollout under every distinct context (no grad, no CFG)."""
+        every = torch.arange(self.rollouts.num_rollouts, device=self.device)
+        old, ref = [], []
+        self.policy.eval()
+        with torch.no_grad():
+            for inp in contexts.inputs:
+                old.append(self._logp(self.policy, inp, every))
+            with self.reference() as ref_model:
+                for inp in contexts.inputs:
+                    ref.append(None if ref_model is None else self._logp(ref_model, inp, every))
+        return old, ref
+
+    def inner_updates(self, contexts, adv: torch.Tensor, old: list, ref: list) -> dict[str, float]:
+        """Step 6: mu optimizer updates; each = all micro-batches (whole prompt groups) then one step."""
+        cfg = self.cfg.rl
+        mb = cfg.micro_batch_prompts * cfg.group_size  # rollouts per micro-batch: whole prompt groups
+        n = self.rollouts.num_rollouts
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        self.policy.train()
+        bar = tqdm(total=len(contexts.updates) * -(-n // mb), desc="update", leave=False, disable=self.rank != 0)
+        for m, plan in enumerate(contexts.updates, start=1):
+            inp = contexts.inputs[plan.input_index]
+            for s in range(0, n, mb):
+                sel = torch.arange(s, min(s + mb, n), device=self.device)
+                x = LossInputs(
+                    logp=self._logp(self.engine, inp, sel), old_logp=old[plan.input_index][sel],
+                    ref_logp=None if ref[plan.input_index] is None else ref[plan.input_index][sel],
+                    advantages=adv[sel], support=plan.support[sel], update_index=m, num_updates=len(contexts.updates),
+                    extras={k: v[sel] for k, v in self.rollouts.extras.items()}, generator=self.gens["loss"],
+                )  # fmt: skip
+                loss, metrics = self.parts.loss(x)
+                self.engine.backward(loss)
+                self.engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary (end of update m)
+                metrics["loss/policy"] = loss.detach()
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float()
+                count += 1
+                bar.update()
+        bar.close()
+        out = {k: float(v) / count for k, v in sums.items()}  # one device sync per round, not per micro-batch
+        out["loss/grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        return out
+
+    def run_round(self) -> dict:
+        cfg, st = self.cfg, self.state
+        t, times = time.time(), {}
+        p_local = cfg.prompts.per_round // self.world
+        metas = self.stream.take(st.prompt_position + self.rank * p_local, p_local)  # 1. prompts
+        self.counter.phase = "rollout"
+        self.rollouts = self.rollout(metas)  # 2. rollouts
+        times["rollout"], t = time.time() - t, time.time()
+        images = self.backbone.decode(self.rollouts.codes.cpu())  # 3. decode + rewards
+        adv, local_r, metrics = self.rewards_and_advantages(metas, images)  # 4. advantages
+        if cfg.log.rollout_table:
+            self._write_rollout_table(metas, local_r, adv)
+        times["reward"], t = time.time() - t, time.time()
+        self.counter.phase = "old_ref"
+        contexts = self.parts.context.build(self.rollouts, cfg.rl.num_inner_updates, self.gens["context"])  # 5.
+        old, ref = self.old_and_ref_logp(contexts)
+        times["old_ref"], t = time.time() - t, time.time()
+        self.counter.phase = "update"
+        metrics.update(self.inner_updates(contexts, adv, old, ref))  # 6. mu inner updates
+        times["update"] = time.time() - t
+        st.round += 1
+        st.prompt_position += cfg.prompts.per_round
+        metrics.update({f"perf/seconds_{k}": round(v, 3) for k, v in times.items()})
+        metrics.update(self.counter.reset())
+        metrics["perf/rollout_images_per_s"] = self.rollouts.num_rollouts * self.world / max(times["rollout"], 1e-9)
+        metrics["round"] = st.round
+        if self.rank == 0 and cfg.log.image_every and st.round % cfg.log.image_every == 0:  # 7. log
+            k = min(cfg.log.images_in_grid, len(images))
+            prompts = [m["prompt"] for m in metas for _ in range(cfg.rl.group_size)]
+            (self.run_dir / "images").mkdir(exist_ok=True)
+            rollout_grid(images[:k], prompts[:k], local_r[:k], self.run_dir / "images" / f"round_{st.round:05d}.png")
+        return metrics
+
+    def export(self) -> None:
+        """``<run>/final/``: the trained weights in the format eval tools load (see maskgrpo.checkpoint.export)."""
+        export_final(self.engine, self.cfg, self.run_dir / "final", self.rank)
+
+    def evaluate(self, name: str) -> None:
+        """Held-out ShapesEval with the current weights (every rank samples, so ZeRO-3 can gather; rank 0 writes)."""
+        if self.cfg.eval is None or not getattr(self.backbone, "eval_prompts", None):
+            return
+        if (self.run_dir / f"{name}.json").is_file():
+            return
+        from maskgrpo.toy.evaluate import evaluate_shapes, write_eval
+
+        self.counter.phase = "eval"
+        summary = evaluate_shapes(self.backbone, self.backbone.eval_prompts, self.cfg.eval,
+                                  desc=f"ShapesEval ({name})" if self.rank == 0 else None)  # fmt: skip
+        self.counter.reset()
+        if self.rank == 0:
+            write_eval(summary, self.run_dir, name)
+            print(f"[eval] {name}: overall {summary['overall']:.3f}\n{summary['table']}", flush=True)
+        barrier()
+
+    def _write_rollout_table(self, metas: list[dict], rewards: np.ndarray, adv: torch.Tensor) -> None:
+        d = self.run_dir / "rollouts"
+        d.mkdir(exist_ok=True)
+        g = self.cfg.rl.group_size
+        with (d / f"round_{self.state.round + 1:05d}_rank{self.rank}.jsonl").open("w") as f:
+            for i, (r, a) in enumerate(zip(rewards.tolist(), adv.tolist())):
+                f.write(json.dumps({"prompt": metas[i // g]["prompt"], "reward": r, "advantage": a}) + "\n")
+
+    def train(self) -> None:
+        cfg = self.cfg
+        self.evaluate("eval_before")
+        while self.state.round < cfg.rl.rounds:
+            metrics = self.run_round()
+            self.log.log(metrics)
+            if self.rank == 0:
+                print(summary_line(metrics), flush=True)
+            if cfg.checkpoint.every and self.state.round % cfg.checkpoint.every == 0:
+                self._save()
+        if not (cfg.checkpoint.every and self.state.round % cfg.checkpoint.every == 0):
+            self._save()
+        self.export()
+        self.evaluate("eval_after")
+        self.log.close()
+
+
+def _slice_batch(batch, start: int, end: int):
+    from dataclasses import replace
+
+    return replace(batch, **{k: getattr(batch, k)[start:end] for k in ("input_ids", "attention_mask", "uncond_ids",
+                                                                        "uncond_mask")})  # fmt: skip
+
+
+def summary_line(m: dict) -> str:
+    """One line per round: reward, policy stats, zero-std groups, seconds per phase, forwards."""
+    sec = " ".join(f"{k.split('_', 1)[1]}={v:.1f}s" for k, v in m.items() if k.startswith("perf/seconds_"))
+    fwd = sum(v for k, v in m.items() if k.startswith("perf/forwards_"))
+    return (f"round {m['round']:4d} | reward {m['reward/mean']:.3f} +/- {m['reward/std']:.3f} | "
+            f"clip {m.get('policy/clip_frac', 0):.3f} kl {m.get('policy/kl_k3', 0):.2e} "
+            f"ratio {m.get('policy/ratio_mean', 1):.3f}/{m.get('policy/ratio_max', 1):.3f} | "
+            f"zero-std {m['adv/zero_std_group_frac']:.2f} | {sec} | forwards {fwd}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=None, help="YAML config (see configs/)")
+    ap.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/latest")
+    ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
+    ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rl.group_size=4")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(TrainRun, args.config, args.overrides)
+        trainer = Trainer(cfg, resume=args.resume)
+    except (ConfigError, FileNotFoundError, KeyError) as e:
+        sys.exit(f"error: {e}")
+    trainer.train()
+
+
+if __name__ == "__main__":
+    main()

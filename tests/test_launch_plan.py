@@ -1,0 +1,221 @@
+"""The MMaDA GPU launchers on a CPU machine: dry runs (plan, batch arithmetic, path checks, errors), the memory
+formulas of models.md section 6, and one real launch through the DeepSpeed launcher with a tiny checkpoint."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tiny_models import build_tiny_clip, build_tiny_mmada, write_prompts
+
+from maskgrpo.config import load_config
+from maskgrpo.config.schema import TrainRun
+from maskgrpo.launch_plan import GB, ModelSize, batch_plan, classify_path, memory_estimate
+
+REPO = Path(__file__).resolve().parents[1]
+HT_CONFIG = REPO / "configs" / "mmada_htgrpo.yaml"
+
+
+def launch(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run(["bash", f"launch/{script}", *args], cwd=REPO, env=full_env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def value(out: str, label: str) -> str:
+    """The value column of a plan line ``<label>   <value>   <note>``."""
+    m = re.search(rf"^{re.escape(label)}\s+(\S+)", out, flags=re.M)
+    assert m, f"no line {label!r} in:\n{out}"
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> Path:
+    return write_prompts(tmp_path_factory.mktemp("prompts") / "train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_mmada(tmp_path_factory.mktemp("tiny"))
+
+
+def test_dry_run_prints_the_plan_with_hub_ids(prompts) -> None:
+    r = launch("mmada_maskgrpo.sh", DRY_RUN="1", PROMPTS=str(prompts))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    # configs/mmada_maskgrpo.yaml: P = 24, G = 9, mu = 8, micro_batch_prompts = 1; NUM_GPUS = 8 (default)
+    assert value(out, "GPUs (ranks)") == "8" and value(out, "ZeRO stage") == "2"
+    assert value(out, "prompts per round") == "24"
+    assert value(out, "prompts per GPU") == "3"  # 24 / 8
+    assert value(out, "rollouts per prompt") == "9"
+    assert value(out, "rollouts per round") == "216"  # 24 x 9
+    assert value(out, "rollouts per GPU") == "27"  # 3 x 9
+    assert value(out, "micro-batch (rollouts)") == "9"  # 1 prompt x 9
+    assert value(out, "gradient accumulation steps") == "3"  # 3 prompts per GPU / 1 per micro-batch
+    assert value(out, "inner updates") == "8" and value(out, "optimizer steps per round") == "8"  # one per update
+    assert re.search(r"backbone.path\s+hub id, not checked offline\s+Gen-Verse/MMaDA-8B-Base", out)
+    assert re.search(r"backbone.options.vq_path\s+hub id, not checked offline\s+showlab/magvitv2", out)
+    assert re.search(r"prompts.source\s+local file, 6 prompt\(s\)", out)
+    # MMaDA-8B: Psi = 8,082,690,048; bf16 frozen base 2 Psi = 16.17 GB; LoRA r=128 x 7 linears = 335.5 M params,
+    # ZeRO-2 states 2 Psi_t + 14 Psi_t / 8 = 0.671 + 0.587 = 1.26 GB
+    assert "8,082,690,048 params" in out
+    assert re.search(r"frozen base weights \(bf16\)\s+16\.17 GB", out)
+    assert re.search(r"trainable states, LoRA r=128 on 7 linears/block\s+1\.26 GB\s+335\.5 M params", out)
+    assert "fits in 80 GB" in out and "dry run OK" in out
+    assert "backbone.options.gradient_checkpointing=true" in out and "--num_gpus 8" in out
+
+
+def test_dry_run_flag_six_gpus_zero3_local_checkpoint(prompts, tiny, tmp_path) -> None:
+    r = launch("mmada_maskgrpo.sh", "--dry-run", "rl.rounds=10", NUM_GPUS="6", ZERO_STAGE="3",
+               MODEL_PATH=str(tiny.model_dir), VQ_PATH=str(tiny.vq_dir), PROMPTS=str(prompts),
+               OUTPUT_DIR=str(tmp_path / "out"), GRAD_CKPT="0")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert value(out, "ZeRO stage") == "3" and "configs/deepspeed/zero3.json" in out
+    assert value(out, "prompts per GPU") == "4"  # 24 / 6
+    assert value(out, "rollouts per GPU") == "36"  # 4 x 9
+    assert value(out, "gradient accumulation steps") == "4"  # 4 / 1
+    assert value(out, "rounds") == "10"  # the extra override reached the config
+    assert re.search(r"backbone.path\s+local dir\s+" + re.escape(str(tiny.model_dir)), out)
+    # tiny config.json: L=2, C=64, F=128, V=134656, untied:
+    # 2 * (4*64^2 + 3*64*128 + 2*64) + 2 * 134656 * 64 + 64 = 2 * 41088 + 17,235,968 + 64 = 17,318,208
+    assert "17,318,208 params" in out and "config.json" in out
+    assert "no checkpointing" in out and "gradient_checkpointing=false" in out
+
+
+def test_bad_override_exits_nonzero_naming_the_key(prompts) -> None:
+    r = launch("mmada_maskgrpo.sh", "rl.group_sizee=4", DRY_RUN="1", PROMPTS=str(prompts))
+    assert r.returncode == 2
+    assert "unknown key 'rl.group_sizee'" in r.stderr and "Did you mean 'rl.group_size'" in r.stderr
+
+
+def test_bad_launch_variables_fail_clearly(prompts) -> None:
+    r = launch("mmada_maskgrpo.sh", DRY_RUN="1", PROMPTS=str(prompts), ZERO_STAGE="1")
+    assert r.returncode == 2 and "ZERO_STAGE must be 2 or 3" in r.stderr
+    r = launch("mmada_maskgrpo.sh", DRY_RUN="1", PROMPTS=str(prompts), NUM_GPUS="5")
+    assert r.returncode == 2 and "prompts.per_round=24 must divide by the 5 GPUs" in r.stderr
+    r = launch("mmada_maskgrpo.sh", DRY_RUN="1", PROMPTS=str(prompts), GRAD_CKPT="maybe")
+    assert r.returncode == 2 and "GRAD_CKPT must be 1 or 0" in r.stderr
+
+
+def test_missing_paths_and_unknown_options_are_reported(tmp_path) -> None:
+    r = launch("mmada_maskgrpo.sh", "backbone.options.text_windw=17", DRY_RUN="1",
+               PROMPTS=str(tmp_path / "nope.jsonl"), MODEL_PATH=str(tmp_path / "no_model"))  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert value(r.stdout, "rollouts per round") == "216"  # the plan is still printed
+    assert f"prompts.source: {tmp_path / 'nope.jsonl'} (MISSING)" in r.stderr
+    assert f"backbone.path: {tmp_path / 'no_model'} (MISSING)" in r.stderr
+    assert "unknown option(s) ['text_windw'] for backbone 'mmada'" in r.stderr
+
+
+def test_htgrpo_launcher_dry_run(prompts) -> None:
+    r = launch("mmada_htgrpo.sh", DRY_RUN="1", PROMPTS=str(prompts))
+    if not HT_CONFIG.is_file():
+        assert r.returncode == 2
+        assert "configs/mmada_htgrpo.yaml not found" in r.stderr and "HT-GRPO" in r.stderr
+        return
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert value(r.stdout, "rollouts per round") == "216" and "configs/mmada_htgrpo.yaml" in r.stdout
+
+
+def test_classify_path(tmp_path) -> None:
+    (tmp_path / "f.jsonl").write_text("{}\n")
+    assert classify_path(str(tmp_path)) == ("local dir", True)
+    assert classify_path(str(tmp_path / "f.jsonl"), "file") == ("local file", True)
+    assert classify_path(str(tmp_path / "f.jsonl"), "dir") == ("not a directory", False)
+    assert classify_path("Gen-Verse/MMaDA-8B-Base") == ("hub id, not checked offline", True)
+    assert classify_path("Gen-Verse/MMaDA-8B-Base", "file") == ("MISSING", False)  # a JSONL is never a hub id
+    assert classify_path("./runs/x") == ("MISSING", False) and classify_path("a/b/c") == ("MISSING", False)
+
+
+def test_memory_formulas_match_models_md_6() -> None:
+    mmada, llada = ModelSize(), ModelSize(vocab=126464)
+    assert mmada.params_per_block == 218_112_000 and mmada.params == 8_082_690_048
+    assert llada.params == 8_015_581_184
+    assert mmada.lora_params(128, ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")) == (
+        335_544_320
+    )  # fmt: skip
+    assert mmada.lora_params(128, ("q_proj", "k_proj", "v_proj", "up_proj")) == 167_772_160
+
+    def states(overrides: list[str], gpus: int) -> float:
+        cfg = load_config(TrainRun, REPO / "configs/mmada_maskgrpo.yaml", ["rl.kl_beta=0", *overrides])
+        plan = batch_plan(cfg, gpus)
+        return memory_estimate(cfg, plan, mmada, 513, 32, 8192, checkpointing=True).resident / GB
+
+    # models.md 6 table, full fine-tuning (16 B/param): ZeRO-2 2 Psi + 14 Psi / N = 30.3 GB (N=8), 35.0 GB (N=6)
+    assert states(["lora.enabled=false"], 8) == pytest.approx(30.3, abs=0.05)
+    assert states(["lora.enabled=false"], 6) == pytest.approx(35.0, abs=0.05)
+    # ZeRO-3: 16 Psi / N = 16.2 GB (N=8) + one gathered block (0.44 GB) + one gathered V x C matrix (1.10 GB)
+    z3 = ["lora.enabled=false", "deepspeed.config=configs/deepspeed/zero3.json"]
+    assert states(z3, 8) == pytest.approx(16.17 + 0.436 + 1.103, abs=0.01)
+
+    cfg = load_config(TrainRun, REPO / "configs/mmada_maskgrpo.yaml")
+    plan = batch_plan(cfg, 8)
+    no_ck = memory_estimate(cfg, plan, mmada, 513, 32, 8192, checkpointing=False).phases[0][1] / GB
+    ck = memory_estimate(cfg, plan, mmada, 513, 32, 8192, checkpointing=True).phases[0][1] / GB
+    # 9 rows x (32 blocks x 240 MB + 2 x 1024 x 8192 x 4 B) = 9 x (7.68 + 0.0671) = 69.7 GB without checkpointing;
+    # 9 x (32 x 1539 x 4096 x 2 B + 240 MB + 0.0671) = 9 x (0.4034 + 0.24 + 0.0671) = 6.39 GB with it
+    assert no_ck == pytest.approx(69.7, abs=0.05) and ck == pytest.approx(6.39, abs=0.01)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    import urllib.request
+
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"reward server on {port} exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"reward server on port {port} not healthy after {timeout} s")
+
+
+def test_real_launch_runs_one_round_on_cpu(tiny, prompts, tmp_path) -> None:
+    """bash launch/mmada_maskgrpo.sh without DRY_RUN: DeepSpeed launcher, the real YAML (LoRA, checkpointing, three
+    rewards: two over HTTP to local servers with a cheap scorer, CLIP on a tiny local model), one tiny round."""
+    clip_dir = build_tiny_clip(tmp_path / "clip")
+    ports = [_free_port(), _free_port()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scorer = ["--scorer", "maskgrpo.rewards.scorers:mean_intensity"]
+    servers = [subprocess.Popen([sys.executable, "-m", "maskgrpo.rewards.serve", *scorer, "--port", str(p)], cwd=REPO,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for p in ports]  # fmt: skip
+    try:
+        for port, proc in zip(ports, servers):
+            _wait_healthy(port, proc)
+        vq = "{ch: 32, encoder_ch_mult: [1, 1, 2], encoder_num_res_blocks: [1, 1, 1], decoder_ch_mult: [1, 1, 2], " \
+             "decoder_num_res_blocks: [1, 1, 1], z_channels: 13}"  # fmt: skip
+        out = tmp_path / "run"
+        r = launch("mmada_maskgrpo.sh", f"backbone.options.vq_config={vq}", "backbone.options.text_window=17",
+                   "backbone.options.grid=4", "backbone.dtype=float32", "deepspeed.precision=fp32",
+                   "prompts.per_round=2", "rl.group_size=3", "rl.num_inner_updates=2", "rollout.num_steps=4",
+                   "rl.rounds=1", "lora.r=4", "lora.alpha=8", "run.wandb_mode=disabled", "checkpoint.every=0",
+                   NUM_GPUS="1", MODEL_PATH=str(tiny.model_dir), VQ_PATH=str(tiny.vq_dir), CLIP_PATH=str(clip_dir),
+                   PROMPTS=str(prompts), OUTPUT_DIR=str(out), HPSV3_URL=f"http://127.0.0.1:{ports[0]}/score",
+                   UNIFIEDREWARD_URL=f"http://127.0.0.1:{ports[1]}/score", MASTER_PORT=str(_free_port()),
+                   DS_ACCELERATOR="cpu")  # fmt: skip
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(timeout=30)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-6000:]
+    assert "dist_world_size=1" in log  # the DeepSpeed launcher (not a bare python) started the rank
+    assert re.search(r"components: .*'rewards': 'hpsv3,clip,unifiedreward'", log), log[-3000:]
+    assert "round    1 | reward" in log
+    assert (out / "final" / "adapter").is_dir() and (out / "metrics.jsonl").is_file()
