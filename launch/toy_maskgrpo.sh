@@ -7,6 +7,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 CONFIG="${CONFIG:-configs/toy_maskgrpo.yaml}"
 NPROC="${NPROC:-1}"
 bash launch/toy_pretrain.sh >/dev/null
-RUN_DIR="$("$PY" -c "import sys; from maskgrpo.config import load_config; from maskgrpo.config.schema import TrainRun; print(load_config(TrainRun, sys.argv[1], sys.argv[2:]).run.output_dir)" "$CONFIG" "$@")"
+RUN_DIR="$("$PY" -m maskgrpo.train --config "$CONFIG" --print-run-dir "$@")"
 "$PY" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m maskgrpo.train --config "$CONFIG" "$@"
 "$PY" -m maskgrpo.toy.compare_evals "$RUN_DIR"

@@ -1,11 +1,15 @@
 """Resolve the run's components from the config by registered name (the only place names become objects).
 
-The loop asks for a backbone, a rollout sampler, a context builder, a policy loss and the reward functions; the
-resolved names are written into the run directory and every checkpoint.
+A *preset* names the default component of each swap point: ``maskgrpo`` (the baseline) or one registered by a
+patch package. ``patch: htgrpo`` imports ``htgrpo_patch`` (only then), which registers its components and its
+preset; any single component can still be overridden in ``rl.*`` (ablations). The resolved names are written into
+the run directory and every checkpoint.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,11 +18,41 @@ import torch
 from maskgrpo.algo.contexts import CONTEXTS
 from maskgrpo.algo.losses import LOSSES
 from maskgrpo.backbones import BACKBONES
+from maskgrpo.config import ConfigError
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.prompts import load_prompt_metadata
+from maskgrpo.registry import Registry
 from maskgrpo.rewards.base import RewardSpec, build_rewards
+from maskgrpo.sampling.base import SAMPLER_WRAPPERS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Default component names of a method, plus how to type its ``patch_options``."""
+
+    context: str
+    loss: str
+    sampler_wrapper: str = "none"
+    options: Callable[[TrainRun], Any] = lambda cfg: None
+    """cfg -> typed options handed to every factory of the run (None for the baseline)."""
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+PRESETS.register("maskgrpo")(Preset(context="random_remask", loss="grpo"))
+
+
+def load_preset(patch: str | None) -> Preset:
+    """The baseline preset, or a patch's: ``patch: X`` imports the package ``X_patch`` if X is not registered."""
+    if patch is None:
+        return PRESETS.get("maskgrpo")
+    if patch not in PRESETS:
+        try:
+            importlib.import_module(f"{patch}_patch")
+        except ModuleNotFoundError as e:
+            raise ConfigError(f"patch: {patch!r}: no preset registered and no package {patch}_patch ({e})") from e
+    return PRESETS.get(patch)
 
 
 @dataclass
@@ -33,33 +67,40 @@ class Components:
     names: dict[str, str]
 
 
+def _lookup(registry: Registry, key: str, name: str) -> Any:
+    try:
+        return registry.get(name)
+    except KeyError as e:
+        raise ConfigError(f"{key}: {e.args[0]}") from e
+
+
 def resolve_components(cfg: TrainRun, device: torch.device) -> Components:
-    backbone = BACKBONES.get(cfg.backbone.name)(cfg.backbone.path, dtype=DTYPES[cfg.backbone.dtype], device=device,
-                                                **cfg.backbone.options)  # fmt: skip
+    preset = load_preset(cfg.patch)
+    options = preset.options(cfg)
+    names = {
+        "preset": cfg.patch or "maskgrpo",
+        "backbone": cfg.backbone.name,
+        "sampler": cfg.rollout.name,
+        "sampler_wrapper": cfg.rl.sampler_wrapper or preset.sampler_wrapper,
+        "context": cfg.rl.context or preset.context,
+        "loss": cfg.rl.loss or preset.loss,
+        "rewards": ",".join(cfg.rewards),
+    }
+    sampler = cfg.rollout.build()
+    sampler = _lookup(SAMPLER_WRAPPERS, "rl.sampler_wrapper", names["sampler_wrapper"])(sampler, cfg, options)
+    context = _lookup(CONTEXTS, "rl.context", names["context"])(cfg, options)
+    loss = _lookup(LOSSES, "rl.loss", names["loss"])(cfg, options)
+    load = _lookup(BACKBONES, "backbone.name", cfg.backbone.name)
+    backbone = load(cfg.backbone.path, dtype=DTYPES[cfg.backbone.dtype], device=device, **cfg.backbone.options)
     if cfg.prompts.source == "backbone":
         prompts = list(getattr(backbone, "train_prompts", []))
         if not prompts:
-            raise ValueError(f"backbone {cfg.backbone.name!r} has no built-in prompts; set prompts.source to a JSONL")
+            raise ConfigError(f"prompts.source: backbone {cfg.backbone.name!r} has no built-in prompts; give a JSONL")
     else:
         prompts = load_prompt_metadata(cfg.prompts.source)
-    specs = [
-        RewardSpec(name, e.weight, e.scale, dict(e.kwargs), e.allow_nan, e.entry) for name, e in cfg.rewards.items()
-    ]
-    context = {"world_spec": getattr(backbone, "spec", None)}
-    names = {
-        "backbone": cfg.backbone.name,
-        "sampler": cfg.rollout.name,
-        "context": cfg.rl.context,
-        "loss": cfg.rl.loss,
-        "rewards": ",".join(s.name for s in specs),
-    }
-    return Components(
-        backbone=backbone,
-        sampler=cfg.rollout.build(),
-        context=CONTEXTS.get(cfg.rl.context)(cfg),
-        loss=LOSSES.get(cfg.rl.loss)(cfg),
-        reward_fns=build_rewards(specs, device=device, context=context),
-        reward_specs=specs,
-        prompts=prompts,
-        names=names,
-    )
+    specs = [RewardSpec(n, e.weight, e.scale, dict(e.kwargs), e.allow_nan, e.entry) for n, e in cfg.rewards.items()]
+    try:
+        fns = build_rewards(specs, device=device, context={"world_spec": getattr(backbone, "spec", None)})
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"rewards: {e.args[0]}") from e
+    return Components(backbone, sampler, context, loss, fns, specs, prompts, names)

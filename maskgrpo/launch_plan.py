@@ -22,7 +22,6 @@ import argparse
 import inspect
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from maskgrpo.config import ConfigError, load_config
 from maskgrpo.config.schema import TrainRun
+from maskgrpo.models.loading import looks_like_hub_id
 
 GB = 1e9
 """Decimal gigabytes, as in models.md section 6 (8.08 B bf16 params = 16.2 GB)."""
@@ -41,8 +41,6 @@ ACT_BYTES_PER_BLOCK_REF = 240e6
 """Saved activations of one block for one row without checkpointing, bf16, flash-style SDPA (models.md 6: ~240 MB at
 T = 1539, C = 4096); scaled linearly in T * C for other sizes."""
 ACT_REF_TOKENS_X_WIDTH = 1539 * 4096
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,7 +254,7 @@ def classify_path(value: str, kind: str = "any") -> tuple[str, bool]:
         if kind == "dir" and not p.is_dir():
             return "not a directory", False
         return ("local dir" if p.is_dir() else "local file"), True
-    if kind != "file" and _HUB_ID.fullmatch(value) and not value.startswith((".", "/", "~")):
+    if kind != "file" and looks_like_hub_id(value):
         return "hub id, not checked offline", True
     return "MISSING", False
 
@@ -290,12 +288,13 @@ def check_inputs(cfg: TrainRun) -> tuple[list[tuple[str, str, str]], list[str], 
     options = {**defaults, **cfg.backbone.options}
     path_row("backbone.path", cfg.backbone.path, "dir")
     local = Path(cfg.backbone.path)
-    if local.is_dir() and cfg.backbone.name == "mmada":
-        weights = [
-            n for n in ("config.json", "model.safetensors.index.json", "model.safetensors") if (local / n).is_file()
-        ]
-        if "config.json" not in weights or len(weights) < 2:
-            problems.append(f"backbone.path: {local} lacks config.json and safetensors (found {weights})")
+    if local.is_dir():
+        if (local / "config.json").is_file():
+            shards = [n for n in ("model.safetensors.index.json", "model.safetensors") if (local / n).is_file()]
+            if not shards:
+                problems.append(f"backbone.path: {local} has config.json but no model.safetensors(.index.json)")
+        elif not (local / "model" / "config.json").is_file():
+            problems.append(f"backbone.path: {local} has no config.json (nor model/config.json)")
     for key in ("vq_path", "tokenizer_path"):
         if options.get(key) is not None:
             path_row(f"backbone.options.{key}", str(options[key]))

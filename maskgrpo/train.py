@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,7 @@ class Trainer:
         if resume:
             self._resume()
         if self.rank == 0:
+            (self.run_dir / "components.json").write_text(json.dumps(self.parts.names, indent=1))
             print(f"[train] components: {self.parts.names}; rank {self.rank}/{self.world} on {self.device}")
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ class Trainer:
                 chunk = _slice_batch(rows, s, s + cfg.rl.rollout_batch_size)
                 outs.append(self.parts.sampler.sample(self.policy, chunk, self.gens["rollout"]))
         cat = {k: torch.cat([getattr(o, k) for o in outs]) for k in ("codes", "commit_step", "logp_at_commit")}
-        extras = {k: torch.cat([o.extras[k] for o in outs]) for k in getattr(outs[0], "extras", {})}
+        extras = {k: torch.cat([o.extras[k] for o in outs]) for k in outs[0].extras}
         return Rollouts(prompts, g, cat["codes"], cat["commit_step"], cat["logp_at_commit"], extras)
 
     def rewards_and_advantages(self, metas: list[dict], images: np.ndarray) -> tuple[torch.Tensor, np.ndarray, dict]:
@@ -259,10 +261,16 @@ class Trainer:
 
 
 def _slice_batch(batch, start: int, end: int):
-    from dataclasses import replace
-
     return replace(batch, **{k: getattr(batch, k)[start:end] for k in ("input_ids", "attention_mask", "uncond_ids",
                                                                         "uncond_mask")})  # fmt: skip
+
+
+def with_run_dir(cfg: TrainRun, config_path: str | None) -> TrainRun:
+    """run.output_dir null -> runs/<config file name> (so two configs that differ in one section write apart)."""
+    if cfg.run.output_dir is not None:
+        return cfg
+    name = Path(config_path).stem if config_path else "default"
+    return replace(cfg, run=replace(cfg.run, output_dir=f"runs/{name}"))
 
 
 def summary_line(m: dict) -> str:
@@ -280,12 +288,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", default=None, help="YAML config (see configs/)")
     ap.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/latest")
     ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
+    ap.add_argument("--print-run-dir", action="store_true", help="print the resolved run directory and exit")
     ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rl.group_size=4")
     args = ap.parse_args(argv)
     try:
-        cfg = load_config(TrainRun, args.config, args.overrides)
+        cfg = with_run_dir(load_config(TrainRun, args.config, args.overrides), args.config)
+        if args.print_run_dir:
+            print(cfg.run.output_dir)
+            return
         trainer = Trainer(cfg, resume=args.resume)
-    except (ConfigError, FileNotFoundError, KeyError) as e:
+    except (ConfigError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     trainer.train()
 

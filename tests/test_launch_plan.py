@@ -16,7 +16,7 @@ from tiny_models import build_tiny_clip, build_tiny_mmada, write_prompts
 
 from maskgrpo.config import load_config
 from maskgrpo.config.schema import TrainRun
-from maskgrpo.launch_plan import GB, ModelSize, batch_plan, classify_path, memory_estimate
+from maskgrpo.launch_plan import GB, ModelSize, batch_plan, check_inputs, classify_path, memory_estimate
 
 REPO = Path(__file__).resolve().parents[1]
 HT_CONFIG = REPO / "configs" / "mmada_htgrpo.yaml"
@@ -132,6 +132,18 @@ def test_classify_path(tmp_path) -> None:
     assert classify_path("Gen-Verse/MMaDA-8B-Base") == ("hub id, not checked offline", True)
     assert classify_path("Gen-Verse/MMaDA-8B-Base", "file") == ("MISSING", False)  # a JSONL is never a hub id
     assert classify_path("./runs/x") == ("MISSING", False) and classify_path("a/b/c") == ("MISSING", False)
+
+
+def test_check_inputs_on_a_local_dir_without_weights(prompts, tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "cfg_only").mkdir()
+    (tmp_path / "cfg_only" / "config.json").write_text("{}")
+    for model_dir, problem in [("empty", "has no config.json"), ("cfg_only", "has config.json but no model.safet")]:
+        cfg = load_config(TrainRun, REPO / "configs/mmada_maskgrpo.yaml",
+                          [f"backbone.path={tmp_path / model_dir}", f"prompts.source={prompts}"])  # fmt: skip
+        rows, problems, options = check_inputs(cfg)
+        assert len(problems) == 1 and problem in problems[0], problems
+        assert options["text_window"] == 513 and options["gradient_checkpointing"] is True
 
 
 def test_memory_formulas_match_models_md_6() -> None:

@@ -23,7 +23,7 @@ class ContextBuilder(Protocol):
 
 
 CONTEXTS: Registry[Any] = Registry("context builder")
-"""name -> factory(cfg: TrainRun) -> ContextBuilder."""
+"""name -> factory(cfg: TrainRun, options: the preset's typed patch options or None) -> ContextBuilder."""
 
 
 def remask_ratios(schedule: str, num_updates: int, min_mask_rate: float, generator: torch.Generator) -> list[float]:
@@ -67,5 +67,5 @@ class RandomRemask:
 
 
 @CONTEXTS.register("random_remask")
-def _random_remask(cfg: Any) -> RandomRemask:
+def _random_remask(cfg: Any, options: Any = None) -> RandomRemask:
     return RandomRemask(cfg.remask.schedule, cfg.remask.min_mask_rate, cfg.remask.loss_mask)

@@ -21,13 +21,15 @@ class PolicyLoss(Protocol):
 
 
 LOSSES: Registry[Any] = Registry("policy loss")
-"""name -> factory(cfg: TrainRun) -> PolicyLoss."""
+"""name -> factory(cfg: TrainRun, options: the preset's typed patch options or None) -> PolicyLoss."""
 
 
 @torch.no_grad()
-def policy_metrics(x: LossInputs, adv: torch.Tensor, clip_eps: float) -> dict[str, torch.Tensor]:
+def policy_metrics(
+    x: LossInputs, adv: torch.Tensor, clip_eps: float, support: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Clip fraction, ratio mean / max and k3 KL over the support set (0-d tensors: no device sync here)."""
-    s = x.support > 0
+    s = (x.support if support is None else support) > 0
     n = s.sum().clamp(min=1)
     ratio = torch.exp(x.logp - x.old_logp)
     clipped = ((ratio < 1 - clip_eps) & (adv < 0)) | ((ratio > 1 + clip_eps) & (adv > 0))
@@ -57,5 +59,5 @@ class GRPOLoss:
 
 
 @LOSSES.register("grpo")
-def _grpo(cfg: Any) -> GRPOLoss:
+def _grpo(cfg: Any, options: Any = None) -> GRPOLoss:
     return GRPOLoss(cfg.rl.clip_eps, cfg.rl.kl_beta, cfg.rl.aggregation)

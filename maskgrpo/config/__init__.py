@@ -2,6 +2,7 @@
 
 from maskgrpo.config.loader import (
     ConfigError,
+    RawSection,
     config_from_dict,
     describe,
     dump_config,
@@ -11,4 +12,4 @@ from maskgrpo.config.loader import (
     to_dict,
 )
 
-__all__ = ["ConfigError", "config_from_dict", "describe", "dump_config", "field_docs", "load_config", "rng", "to_dict"]
+__all__ = ["ConfigError", "RawSection", "config_from_dict", "describe", "dump_config", "field_docs", "load_config", "rng", "to_dict"]

@@ -44,6 +44,30 @@ class _Val:
     src: _Src
 
 
+class RawSection:
+    """A config section kept as parsed YAML (with file and line of every value) and typed later by its owner.
+
+    Used for the options of a patch package (``patch_options:``): the baseline cannot import the patch's
+    dataclass, so the patch calls ``section.build(ItsConfig, "patch_options.")`` and gets the same checks and
+    file:line errors as any other section.
+    """
+
+    def __init__(self, tree: _Val | None = None) -> None:
+        self._tree = tree if tree is not None else _Val({}, _Src("<defaults>"))
+
+    def build(self, cls: type[T], prefix: str) -> T:
+        return _build(cls, self._tree, prefix)
+
+    def to_plain(self) -> dict:
+        return _plain(self._tree)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawSection) and self.to_plain() == other.to_plain()
+
+    def __repr__(self) -> str:
+        return f"RawSection({self.to_plain()!r})"
+
+
 def rng(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None) -> dict:
     """Field metadata declaring the allowed range of a number: ``field(default=..., metadata=rng(ge=0))``."""
     return {"range": (ge, gt, le, lt)}
@@ -142,6 +166,10 @@ def _convert(tp: Any, val: _Val, key: str) -> Any:
     v = val.value
     if tp is Any:
         return _plain(val)
+    if tp is RawSection:
+        if not isinstance(v, dict):
+            raise ConfigError(f"{val.src}: {key} must be a mapping, got {_plain(val)!r}")
+        return RawSection(val)
     if dataclasses.is_dataclass(tp):
         if not isinstance(v, dict):
             raise ConfigError(f"{val.src}: {key} must be a mapping (section {_type_name(tp)}), got {_plain(val)!r}")
@@ -266,6 +294,8 @@ def to_dict(cfg: Any) -> dict:
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, RawSection):
+            return v.to_plain()
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):

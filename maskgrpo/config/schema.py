@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from maskgrpo.config.loader import rng
+from maskgrpo.config.loader import RawSection, rng
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    output_dir: str = "runs/default"
-    """Run directory: resolved config, metrics.jsonl, checkpoints and images go here."""
+    output_dir: str | None = None
+    """Run directory (resolved config, metrics.jsonl, checkpoints, images); null = runs/<config file name>."""
     seed: int = field(default=0, metadata=rng(ge=0))
     """Seed of every generator of the run (data order, rollouts, masks)."""
     wandb_mode: Literal["offline", "online", "disabled"] = "disabled"
@@ -201,10 +201,14 @@ class RLConfig:
     """beta of the k3 KL to the reference policy [MG: 0.01]; 0 drops the reference entirely."""
     aggregation: Literal["token_mean", "seq_mean"] = "token_mean"
     """Loss aggregation: token mean over the micro-batch support set [MG], or mean per rollout then over rollouts."""
-    context: str = "random_remask"
-    """Registered context builder (how the log-prob context is formed)."""
-    loss: str = "grpo"
-    """Registered policy loss."""
+    context: str | None = None
+    """Registered context builder (how the log-prob context is formed); null = the preset's (MaskGRPO:
+    random_remask; patch htgrpo: fully_masked). Set it to override one part alone (ablations)."""
+    loss: str | None = None
+    """Registered policy loss; null = the preset's (MaskGRPO: grpo; patch htgrpo: ht_staged)."""
+    sampler_wrapper: str | None = None
+    """Registered wrapper around the rollout sampler; null = the preset's (MaskGRPO: none; patch htgrpo:
+    ranked), 'none' = no wrapper."""
     rollout_batch_size: int = field(default=64, metadata=rng(ge=1))
     """Rollout rows per sampler call (memory knob; does not change results)."""
 
@@ -265,7 +269,7 @@ class LogSettings:
 class TrainRun:
     """Top level of ``python -m maskgrpo.train``."""
 
-    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/toy_maskgrpo"))
+    run: RunConfig = field(default_factory=RunConfig)
     """Run directory, seed, wandb."""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     """Base model and its tokenizers."""
@@ -291,3 +295,7 @@ class TrainRun:
     """Logging."""
     eval: ShapesEvalConfig | None = None
     """Held-out ShapesEval before and after training (ShapesWorld only; null skips)."""
+    patch: str | None = None
+    """Preset of components: null = MaskGRPO; 'htgrpo' = HT-GRPO (imports the htgrpo_patch package only then)."""
+    patch_options: RawSection = field(default_factory=RawSection)
+    """Options of the selected patch, typed and checked by the patch (htgrpo: see htgrpo_patch/config.py)."""

@@ -73,6 +73,14 @@ RELEASED_MASK_ID = mmada_8b().mask_id
 WEIGHT_PATTERNS = (CONFIG_FILE, INDEX_FILE, "*.safetensors")
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def looks_like_hub_id(value: str) -> bool:
+    """``owner/name`` with no leading ``.``, ``/`` or ``~`` and exactly one slash (a hub repo id, not a path)."""
+    return bool(_HUB_ID.fullmatch(value)) and not value.startswith((".", "/", "~"))
+
+
 def resolve_checkpoint_dir(
     path_or_hub_id: str | os.PathLike, allow_patterns: tuple[str, ...] = WEIGHT_PATTERNS
 ) -> Path:
@@ -85,6 +93,8 @@ def resolve_checkpoint_dir(
         return path
     if path.exists():
         raise NotADirectoryError(f"{path} is a file; pass the checkpoint directory (config.json + safetensors)")
+    if not looks_like_hub_id(str(path_or_hub_id)):
+        raise FileNotFoundError(f"{path_or_hub_id}: no such directory, and not a hub id of the form owner/name")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(repo_id=str(path_or_hub_id), allow_patterns=list(allow_patterns)))
@@ -184,6 +194,10 @@ def scan_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, TensorEntry
     return entries, source
 
 
+_FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
+"""safetensors dtypes a weight may be stored in (cast to the target dtype on load)."""
+
+
 def _expected_shapes(config: LLaDAConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape implied by the config (models.md 1.4), read off a meta-device model so names never drift."""
     with torch.device("meta"):
@@ -223,7 +237,7 @@ def check_checkpoint(
         raise ValueError(
             f"{source}: the key set is not models.md 1.4 for n_layers={config.n_layers} "
             f"({len(expected)} tensors expected, {len(entries)} found; block indices found: "
-            f"{blocks[:1] + blocks[-1:] if blocks else []}). missing ({len(missing)}): [{_short(missing)}]; "
+            f"{f'{blocks[0]}..{blocks[-1]}' if blocks else 'none'}). missing ({len(missing)}): [{_short(missing)}]; "
             f"unexpected ({len(unexpected)}): [{_short([f'{k} (in {entries[k].file.name})' for k in unexpected])}]"
         )
     wrong = [f"{k} in {entries[k].file.name}: {list(entries[k].shape)} != {list(s)}" for k, s in expected.items()
@@ -235,9 +249,6 @@ def check_checkpoint(
     if not_float:
         raise ValueError(f"non-floating tensors in the checkpoint: {_short(not_float)}")
     return config
-
-
-_FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 
 
 # --------------------------------------------------------------------------------------------------------------------

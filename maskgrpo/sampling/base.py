@@ -13,7 +13,7 @@ live on the model's device.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -75,6 +75,7 @@ class SamplerOutput:
                      (schedule / selection terms excluded).
     n_commit:        (B, T) long, slots committed per step; each row sums to N.
     score_at_commit: (B, N) float32 MaskGIT ranking score at the commit step, or None.
+    extras:          (B, N) tensors added by sampler wrappers, e.g. "rank" (generation ranks); empty by default.
     """
 
     codes: torch.Tensor
@@ -82,6 +83,7 @@ class SamplerOutput:
     logp_at_commit: torch.Tensor
     n_commit: torch.Tensor
     score_at_commit: torch.Tensor | None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Sampler(Protocol):
@@ -103,6 +105,11 @@ class Sampler(Protocol):
 
 
 SAMPLERS: Registry[Any] = Registry("sampler")
+
+
+SAMPLER_WRAPPERS: Registry[Any] = Registry("sampler wrapper")
+"""name -> factory(sampler, cfg, options) -> Sampler that adds to the output (e.g. generation ranks)."""
+SAMPLER_WRAPPERS.register("none")(lambda sampler, cfg, options: sampler)
 
 
 def build_sampler(name: str, **kwargs: Any) -> Sampler:

@@ -1,0 +1,127 @@
+"""The HT-GRPO patch: YAML toggle, the cost it promises (forward counts), reduction tests (method.md 3.7)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from maskgrpo.algo.losses import GRPOLoss
+from maskgrpo.algo.types import LossInputs
+from maskgrpo.config import ConfigError, load_config
+from maskgrpo.config.schema import TrainRun
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_HT, TOY_MG = REPO / "configs/toy_htgrpo.yaml", REPO / "configs/toy_maskgrpo.yaml"
+
+
+def tiny(base: str, out: Path, **extra: object) -> list[str]:
+    o = {"backbone.path": base, "run.output_dir": str(out), "prompts.per_round": 2, "rollout.num_steps": 3,
+         "rl.rounds": 1, "rl.group_size": 3, "rl.num_inner_updates": 3, "rl.micro_batch_prompts": 1,
+         "optim.lr": 1e-3, "log.image_every": 0, "eval": None, "patch_options.budgets": [1, 1, 1]}  # fmt: skip
+    o.update(extra)
+    return [f"{k}={v if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in o.items()]
+
+
+def run_inprocess(config: Path, overrides: list[str]):
+    from maskgrpo.train import Trainer
+
+    trainer = Trainer(load_config(TrainRun, config, overrides), resume=False)
+    metrics = trainer.run_round()
+    return trainer, metrics
+
+
+def test_configs_differ_only_in_the_patch_section():
+    ht, mg = yaml.safe_load(TOY_HT.read_text()), yaml.safe_load(TOY_MG.read_text())
+    assert set(ht) - set(mg) == {"patch", "patch_options"}
+    assert {k: v for k, v in ht.items() if k not in ("patch", "patch_options")} == mg
+
+
+def test_baseline_never_imports_the_patch(toy_base_dir):
+    code = (
+        "import sys, torch\n"
+        "from maskgrpo.config import load_config\nfrom maskgrpo.config.schema import TrainRun\n"
+        "import maskgrpo.train\nfrom maskgrpo.components import resolve_components\n"
+        f"cfg = load_config(TrainRun, {str(TOY_MG)!r}, ['backbone.path={toy_base_dir}'])\n"
+        "parts = resolve_components(cfg, torch.device('cpu'))\n"
+        "assert parts.names['context'] == 'random_remask', parts.names\n"
+        "assert not [m for m in sys.modules if m.startswith('htgrpo_patch')], 'patch imported'\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+    offenders = [p for p in (REPO / "maskgrpo").rglob("*.py") if "import htgrpo_patch" in p.read_text()
+                 or "from htgrpo_patch" in p.read_text()]  # fmt: skip
+    assert not offenders
+
+
+def test_toggle_and_single_part_overrides_resolve_names(toy_base_dir):
+    from maskgrpo.components import resolve_components
+
+    def names(config, *o):
+        return resolve_components(load_config(TrainRun, config, [f"backbone.path={toy_base_dir}", *o]), "cpu").names
+
+    ht = names(TOY_HT)
+    assert (ht["preset"], ht["sampler_wrapper"], ht["context"], ht["loss"]) == (
+        "htgrpo", "ranked", "fully_masked", "ht_staged")  # fmt: skip
+    alone = names(TOY_HT, "rl.context=revealed_structure")
+    assert (alone["context"], alone["loss"], alone["sampler_wrapper"]) == ("revealed_structure", "ht_staged", "ranked")
+    assert names(TOY_MG, "rl.sampler_wrapper=none")["context"] == "random_remask"
+
+
+def test_patch_options_are_checked_with_file_and_key(toy_base_dir, tmp_path):
+    from maskgrpo.components import resolve_components
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {TOY_HT}\npatch_options:\n  struture_ratio: 0.2\n")
+    with pytest.raises(ConfigError, match=rf"{bad}:3: unknown key 'patch_options.struture_ratio'.*structure_ratio"):
+        resolve_components(load_config(TrainRun, bad, [f"backbone.path={toy_base_dir}"]), "cpu")
+    with pytest.raises(ConfigError, match=r"patch_options.budgets \[2, 4, 2\] sum to 8, but rl.num_inner_updates is 6"):
+        resolve_components(load_config(TrainRun, TOY_HT, [f"backbone.path={toy_base_dir}", "rl.num_inner_updates=6"]),
+                           "cpu")  # fmt: skip
+
+
+def test_forward_counts_match_the_formula(toy_base_dir, tmp_path):
+    P, G, mu = 2, 3, 3
+    _, ht = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "ht"))
+    _, mg = run_inprocess(TOY_MG, tiny(toy_base_dir, tmp_path / "mg"))
+    assert ht["perf/forwards_update"] == mu * P  # one forward per unique prompt per update
+    assert mg["perf/forwards_update"] == mu * P * G
+    assert ht["perf/forwards_old_ref"] == 2 * P  # old + ref: one no-grad forward per prompt per round
+    assert mg["perf/forwards_old_ref"] == 2 * mu * P * G
+    assert ht["perf/forwards_rollout"] == mg["perf/forwards_rollout"] == 3 * 2 * P * G  # T x (cond + uncond)
+    assert ht["stage/active_frac"] > 0 and "stage/mean_weight" in ht
+
+
+def test_reduction_unit_weights_equal_baseline_loss_bitwise():
+    from htgrpo_patch.config import HTGRPOOptions
+    from htgrpo_patch.loss import StagedCreditLoss
+
+    g = torch.Generator().manual_seed(0)
+    b, n = 6, 16
+    x = LossInputs(logp=-torch.rand(b, n, generator=g) * 3, old_logp=-torch.rand(b, n, generator=g) * 3,
+                   ref_logp=-torch.rand(b, n, generator=g) * 3, advantages=torch.randn(b, generator=g),
+                   support=(torch.rand(b, n, generator=g) < 0.7).float(), update_index=1, num_updates=1,
+                   extras={"rank": torch.rand(b, n, generator=g).argsort(1).argsort(1) + 1}, generator=g)  # fmt: skip
+    for agg in ("token_mean", "seq_mean"):
+        base, _ = GRPOLoss(0.2, 0.01, agg)(x)
+        opts = HTGRPOOptions(budgets=(1, 0, 0), p_max=1.0, p_min=1.0, weight_structure=1.0, weight_refine=1.0)
+        ht, _ = StagedCreditLoss(0.2, 0.01, agg, opts)(x)
+        assert torch.equal(ht, base), agg
+        weighted, _ = StagedCreditLoss(0.2, 0.01, agg, HTGRPOOptions(budgets=(1, 0, 0), p_max=1.0, p_min=1.0))(x)
+        assert not torch.equal(weighted, base)  # the credit weights do change the loss
+
+
+def test_reduction_full_round_equals_fully_masked_baseline(toy_base_dir, tmp_path):
+    unit = {"patch_options.budgets": [3, 0, 0], "patch_options.p_max": 1.0, "patch_options.p_min": 1.0,
+            "patch_options.weight_structure": 1.0, "patch_options.weight_refine": 1.0}  # fmt: skip
+    a, _ = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "a", **unit))
+    b, _ = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "b", **unit, **{"rl.loss": "grpo"}))
+    assert a.parts.names["loss"] == "ht_staged" and b.parts.names["loss"] == "grpo"
+    pa, pb = dict(a.policy.named_parameters()), dict(b.policy.named_parameters())
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    before = load_file(Path(toy_base_dir) / "model" / "model.safetensors")
+    assert any(not torch.equal(before[k], pa[k].detach()) for k in before)  # the round did train
