@@ -40,6 +40,7 @@ from eval.common import (
     shard_env,
     write_text_atomic,
 )
+from maskgrpo.jsonl import iter_jsonl
 
 OFFICIAL_SAMPLES = 4
 """Images per prompt in the official protocol."""
@@ -50,18 +51,7 @@ SAMPLE_RE = re.compile(r"^(\d+)\.png$")
 def read_metadata_lines(path: str | Path) -> list[str]:
     """The non-empty lines of an ``evaluation_metadata.jsonl``, verbatim; each must be a JSON object with a
     ``prompt`` and a ``tag`` (a bad line names file and line number). Line i is prompt i."""
-    lines = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            meta = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON: {e}") from e
-        if not isinstance(meta, dict) or "prompt" not in meta or "tag" not in meta:
-            raise ValueError(f"{path}:{n}: need a JSON object with 'prompt' and 'tag'")
-        lines.append(line.strip())
-    return lines
+    return [raw for _, _, raw in iter_jsonl(path, required=("prompt", "tag"))]
 
 
 def folder_name(index: int) -> str:

@@ -23,6 +23,7 @@ import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from maskgrpo.jsonl import iter_jsonl
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS, summarize_tags
 
 OFFICIAL_PROMPTS = 553
@@ -45,13 +46,7 @@ def _as_bool(value: object, where: str) -> bool:
 def read_results(path: str | Path) -> list[dict]:
     """The records of a ``results.jsonl`` (needs ``tag``, ``correct`` and ``metadata`` on every line)."""
     records = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON: {e}") from e
+    for n, rec, _ in iter_jsonl(path):
         missing = [k for k in ("tag", "correct", "metadata") if k not in rec]
         if missing:
             raise ValueError(f"{path}:{n}: missing keys {missing} (is this GenEval's results.jsonl?)")

@@ -26,6 +26,8 @@ def _options(cfg) -> HTGRPOOptions:
     return options
 
 
-PRESETS.register("htgrpo")(Preset(context="fully_masked", loss="ht_staged", sampler_wrapper="ranked", options=_options))
+PRESETS.register("htgrpo")(
+    Preset(context="fully_masked", loss="ht_staged", sampler_wrapper="ranked", options=_options)
+)
 
 __all__ = ["HTGRPOOptions"]

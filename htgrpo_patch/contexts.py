@@ -16,7 +16,7 @@ import torch
 
 from htgrpo_patch.equations import stage_token_sets
 from maskgrpo.algo.contexts import CONTEXTS
-from maskgrpo.algo.types import ModelInput, RoundContexts, Rollouts, UpdatePlan
+from maskgrpo.algo.types import ModelInput, Rollouts, RoundContexts, UpdatePlan
 
 
 class FullyMasked:

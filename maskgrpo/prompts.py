@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from maskgrpo.jsonl import iter_jsonl
+
 
 def load_prompt_metadata(path: str | Path) -> list[dict]:
     """GenEval-style metadata lines ({"prompt", "tag", "include", ...}); a bad line names file and line number."""
-    out = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            meta = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i}: not valid JSON: {e}") from e
-        if "prompt" not in meta:
-            raise ValueError(f"{path}:{i}: missing key 'prompt'")
-        out.append(meta)
-    return out
+    return [meta for _, meta, _ in iter_jsonl(path, required=("prompt",))]
 
 
 class PromptStream:

@@ -16,15 +16,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-OFFICIAL_DATA = Path("/work/shared/data")
+OFFICIAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 """The official prompt files (GenEval metadata, object names, DPG-Bench JSONL); tests that read them skip without."""
 GENEVAL_METADATA = OFFICIAL_DATA / "geneval" / "evaluation_metadata.jsonl"
 GENEVAL_OBJECTS = OFFICIAL_DATA / "geneval" / "object_names.txt"
 DPG_JSONL = OFFICIAL_DATA / "dpg" / "dpg_bench.jsonl"
 
 TINY_PRETRAIN = [
-    "pretrain.steps=5",
-    "pretrain.batch_size=8",
+    "pretrain.steps=30",
+    "pretrain.batch_size=16",
+    "pretrain.warmup_steps=5",
     "model.n_layers=1",
     "model.d_model=32",
     "model.n_heads=2",
@@ -40,7 +41,9 @@ TINY_PRETRAIN = [
 
 @functools.lru_cache(maxsize=1)
 def toy_base_dir() -> Path:
-    """Directory of a freshly pretrained tiny ShapesWorld base (built on first call, removed at process exit)."""
+    """Directory of a freshly pretrained tiny ShapesWorld base (built on first call, removed at process exit).
+
+    Also behind the ``toy_base_dir`` pytest fixture (conftest.py), so the whole session builds one base."""
     from maskgrpo.toy.pretrain import main
 
     root = Path(tempfile.mkdtemp(prefix="toy_base_"))

@@ -108,3 +108,14 @@ def test_code_logprobs_appendix_a5_and_shared_rows():
     codes = torch.randint(0, 7, (3, 5))
     rows = torch.tensor([1, 1, 0])
     torch.testing.assert_close(code_logprobs(z, codes, rows), code_logprobs(z[rows], codes))
+
+
+def test_code_logprobs_per_token_rows():
+    z = torch.randn(4, 5, 7)
+    codes = torch.randint(0, 7, (2, 5))
+    rows = torch.tensor([[0, 1, 0, 1, 0], [2, 2, 3, 3, 3]])  # token k of rollout b reads row rows[b, k]
+    got = code_logprobs(z, codes, rows)
+    for b in range(2):
+        for k in range(5):
+            expected = torch.log_softmax(z[rows[b, k], k], -1)[codes[b, k]]
+            assert abs(got[b, k].item() - expected.item()) < 1e-6

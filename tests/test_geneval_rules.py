@@ -26,7 +26,7 @@ from maskgrpo.scoring.geneval_rules import (
     summarize_tags,
 )
 
-METADATA_PATH = Path("/work/shared/data/geneval/evaluation_metadata.jsonl")
+METADATA_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "geneval" / "evaluation_metadata.jsonl"
 
 
 def colours_from(table: dict[Detection, str]):

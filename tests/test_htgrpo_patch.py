@@ -23,7 +23,9 @@ def tiny(base: str, out: Path, **extra: object) -> list[str]:
          "rl.rounds": 1, "rl.group_size": 3, "rl.num_inner_updates": 3, "rl.micro_batch_prompts": 1,
          "optim.lr": 1e-3, "log.image_every": 0, "eval": None, "patch_options.budgets": [1, 1, 1]}  # fmt: skip
     o.update(extra)
-    return [f"{k}={v if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in o.items()]
+    return [
+        f"{k}={v if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in o.items()
+    ]
 
 
 def run_inprocess(config: Path, overrides: list[str]):
@@ -79,7 +81,9 @@ def test_patch_options_are_checked_with_file_and_key(toy_base_dir, tmp_path):
     bad.write_text(f"base: {TOY_HT}\npatch_options:\n  struture_ratio: 0.2\n")
     with pytest.raises(ConfigError, match=rf"{bad}:3: unknown key 'patch_options.struture_ratio'.*structure_ratio"):
         resolve_components(load_config(TrainRun, bad, [f"backbone.path={toy_base_dir}"]), "cpu")
-    with pytest.raises(ConfigError, match=r"patch_options.budgets \[2, 4, 2\] sum to 8, but rl.num_inner_updates is 6"):
+    with pytest.raises(
+        ConfigError, match=r"patch_options.budgets \[2, 4, 2\] sum to 8, but rl.num_inner_updates is 6"
+    ):
         resolve_components(load_config(TrainRun, TOY_HT, [f"backbone.path={toy_base_dir}", "rl.num_inner_updates=6"]),
                            "cpu")  # fmt: skip
 
@@ -125,3 +129,17 @@ def test_reduction_full_round_equals_fully_masked_baseline(toy_base_dir, tmp_pat
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
     before = load_file(Path(toy_base_dir) / "model" / "model.safetensors")
     assert any(not torch.equal(before[k], pa[k].detach()) for k in before)  # the round did train
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs/ablations").glob("*.yaml")), ids=lambda p: p.stem)
+def test_ablation_configs_change_one_thing(path, toy_base_dir):
+    """Each ablation loads, resolves, and differs from toy_htgrpo.yaml in exactly one option or component."""
+    from maskgrpo.components import load_preset, resolve_components
+    from maskgrpo.config import to_dict
+
+    cfg = load_config(TrainRun, path, [f"backbone.path={toy_base_dir}"])
+    ref = load_config(TrainRun, TOY_HT, [f"backbone.path={toy_base_dir}"])
+    resolve_components(cfg, "cpu")
+    a, b = to_dict(load_preset("htgrpo").options(cfg)), to_dict(load_preset("htgrpo").options(ref))
+    changed = {k for k in a if a[k] != b[k]} | ({"rl.context"} if cfg.rl.context != ref.rl.context else set())
+    assert 1 <= len(changed) <= 2, changed  # one idea each (p_max + schedule count as one "constant p" change)

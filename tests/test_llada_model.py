@@ -1,4 +1,5 @@
-"""Tests of the LLaDA backbone (models.md 1): names, save/load, math hand cases, masks, sliced head, LoRA, checkpointing."""
+"""Tests of the LLaDA backbone (models.md 1): names, save/load, math hand cases, masks, sliced head, LoRA,
+checkpointing."""
 
 from __future__ import annotations
 

@@ -97,6 +97,17 @@ def test_two_ranks_zero2_gathers_rewards_before_normalising(toy_base_dir, tmp_pa
     assert (out / "checkpoints" / "round-000002" / "trainer_rank1.pt").is_file()
 
 
+def test_two_ranks_zero3_trains_and_exports(toy_base_dir, tmp_path):
+    out = tmp_path / "z3"
+    zero3 = {"deepspeed.config": "configs/deepspeed/zero3.json", "log.rollout_table": False}
+    finish(run_train(tiny_overrides(toy_base_dir, out, rounds=1, **zero3), nproc=2))
+    assert np.isfinite(read_jsonl(out / "metrics.jsonl")[0]["loss/policy"])
+    before = load_file(Path(toy_base_dir) / "model" / "model.safetensors")
+    after = load_file(out / "final" / "model" / "model.safetensors")  # gathered from the two ZeRO-3 shards
+    assert before.keys() == after.keys() and all(before[k].shape == after[k].shape for k in before)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
 def test_resume_after_sigkill_is_bit_identical(toy_base_dir, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     finish(run_train(tiny_overrides(toy_base_dir, straight, rounds=4, **{"checkpoint.every": 2})))
@@ -119,19 +130,24 @@ def test_resume_after_sigkill_is_bit_identical(toy_base_dir, tmp_path):
     b = load_file(killed / "final" / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
     assert [m["round"] for m in read_jsonl(killed / "metrics.jsonl")] == [1, 2, 3, 4]
-    assert read_jsonl(killed / "metrics.jsonl")[3]["reward/mean"] == read_jsonl(straight / "metrics.jsonl")[3]["reward/mean"]
+    assert (
+        read_jsonl(killed / "metrics.jsonl")[3]["reward/mean"]
+        == read_jsonl(straight / "metrics.jsonl")[3]["reward/mean"]
+    )
 
 
 def test_bad_config_and_missing_checkpoint_give_one_clear_line(tmp_path, toy_base_dir):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "maskgrpo.train", "--config", str(REPO / "configs/toy_maskgrpo.yaml"),
-                        "rl.group_siz=4"], cwd=REPO, env=env, capture_output=True, text=True)  # fmt: skip
-    assert r.returncode != 0 and "unknown key 'rl.group_siz'" in r.stderr and "Did you mean 'rl.group_size'" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "maskgrpo.train", "--config", str(REPO / "configs/toy_maskgrpo.yaml"),
-                        f"backbone.path={tmp_path / 'nope'}"], cwd=REPO, env=env, capture_output=True, text=True)  # fmt: skip
+    def train(*overrides: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "maskgrpo.train", "--config", str(REPO / "configs/toy_maskgrpo.yaml"), *overrides]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+
+    r = train("rl.group_siz=4")
+    assert (
+        r.returncode != 0 and "unknown key 'rl.group_siz'" in r.stderr and "Did you mean 'rl.group_size'" in r.stderr
+    )
+    r = train(f"backbone.path={tmp_path / 'nope'}")
     assert r.returncode != 0 and "is not a ShapesWorld base" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "maskgrpo.train", "--config", str(REPO / "configs/toy_maskgrpo.yaml"),
-                        f"backbone.path={toy_base_dir}", f"run.output_dir={tmp_path / 'fresh'}", "--resume"],
-                       cwd=REPO, env=env, capture_output=True, text=True)  # fmt: skip
+    r = train(f"backbone.path={toy_base_dir}", f"run.output_dir={tmp_path / 'fresh'}", "--resume")
     assert r.returncode != 0 and "no checkpoint under" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -98,13 +98,15 @@ def code_logprobs(code_logits: torch.Tensor, codes: torch.Tensor, rows: torch.Te
     """log pi(x^k | context) over the image-code slice: log_softmax(z)[x], in fp32 (method.md 1).
 
     code_logits: (R, N, K) logits restricted to the K image codes, one row per distinct model input; codes: (B, N)
-    in [0, K); rows: (B,) index of the input row each rollout reads (None: R == B, row i for rollout i). Several
-    rollouts may share one row (HT-GRPO: the G rollouts of a prompt share one fully masked context); the shared
-    log-softmax is computed once and gathered per rollout without materialising a (B, N, K) copy. Returns (B, N).
+    in [0, K); rows: the input row each rollout reads, (B,) for one row per rollout or (B, N) for one row per token
+    (trajectory contexts), None when R == B and rollout i reads row i. Several rollouts may share one row (HT-GRPO:
+    the G rollouts of a prompt share one fully masked context): the shared log-softmax is computed once and
+    gathered per rollout without materialising a (B, N, K) copy. Returns (B, N).
     Test (Appendix A.5): logits [0, 0, ln 2], code 2 -> ln 0.5 = -0.693147.
     """
     logp = torch.log_softmax(code_logits.float(), dim=-1)  # (R, N, K)
     if rows is None:
         return logp.gather(-1, codes.unsqueeze(-1)).squeeze(-1)  # (B, N)
     pos = torch.arange(codes.shape[1], device=codes.device)
-    return logp[rows[:, None], pos[None, :], codes]  # (B, N)
+    rows = rows if rows.dim() == 2 else rows[:, None]  # (B, N) or (B, 1)
+    return logp[rows, pos[None, :], codes]  # (B, N)

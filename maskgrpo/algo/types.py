@@ -50,7 +50,8 @@ class ModelInput:
     """One distinct set of model input rows of a round; rollouts read their log-probs from ``rows``.
 
     input_ids:      (R, T) long; attention_mask: (R, T) bool.
-    rows:           (B,) long, the input row of each rollout (shared rows = one forward serves several rollouts).
+    rows:           (B,) long, the input row of each rollout (shared rows = one forward serves several rollouts),
+                    or (B, N) long, the input row of each token (trajectory contexts: one row per commit step).
     """
 
     input_ids: torch.Tensor

@@ -12,4 +12,14 @@ from maskgrpo.config.loader import (
     to_dict,
 )
 
-__all__ = ["ConfigError", "RawSection", "config_from_dict", "describe", "dump_config", "field_docs", "load_config", "rng", "to_dict"]
+__all__ = [
+    "ConfigError",
+    "RawSection",
+    "config_from_dict",
+    "describe",
+    "dump_config",
+    "field_docs",
+    "load_config",
+    "rng",
+    "to_dict",
+]

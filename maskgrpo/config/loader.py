@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -22,6 +23,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 T = TypeVar("T")
+_SCI = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -214,6 +216,8 @@ def _convert(tp: Any, val: _Val, key: str) -> Any:
             raise ConfigError(f"{val.src}: {key} must be an integer, got {v!r}")
         return v
     if tp is float:
+        if isinstance(v, str) and _SCI.match(v):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            v = float(v)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ConfigError(f"{val.src}: {key} must be a number, got {v!r}")
         return float(v)

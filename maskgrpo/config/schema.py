@@ -226,6 +226,14 @@ class RemaskConfig:
 
 
 @dataclass(frozen=True)
+class TraceConfig:
+    shrink: int = field(default=1, metadata=rng(ge=1))
+    """Consecutive sampler steps per trajectory context of the ``trace`` context builder (TraceGRPO, method.md 4):
+    one context per group of ``shrink`` steps, T / shrink forwards per rollout per update [Trace: 8 for text;
+    1 = one context per commit step, the default for 12-step image rollouts]."""
+
+
+@dataclass(frozen=True)
 class LoraSettings:
     enabled: bool = False
     """LoRA via peft (reference policy = adapter disabled); false = full fine-tuning (frozen reference copy)."""
@@ -283,6 +291,8 @@ class TrainRun:
     """GRPO settings."""
     remask: RemaskConfig = field(default_factory=RemaskConfig)
     """Random-remask context (baseline)."""
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    """Trajectory-recording context ``trace`` (TraceGRPO baseline, method.md 4)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimizer."""
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -15,6 +15,7 @@ from maskgrpo.sampling.base import (
     guided_code_logits,
 )
 from maskgrpo.sampling.emerge import EmergeSampler
+from maskgrpo.sampling.lumina import LuminaSampler  # noqa: F401  (registers "lumina")
 from maskgrpo.sampling.maskgit import MaskGITSampler
 
 __all__ = [

@@ -206,7 +206,10 @@ class CommitRecorder:
     def commit(
         self, step: int, new: torch.Tensor, x: torch.Tensor, logp: torch.Tensor, score: torch.Tensor | None
     ) -> None:
-        """Commit slots ``new`` (B, N) bool (all masked) to codes ``x`` (B, N) at step s; ``logp`` (B, N) = log p_s(x)."""
+        """Commit slots ``new`` (B, N) bool (all masked) to codes ``x`` (B, N) at step s.
+
+        ``logp`` (B, N) = log p_s(x).
+        """
         self.codes = torch.where(new, x, self.codes)
         self.commit_step = torch.where(new, step, self.commit_step)
         logp = torch.where(new, logp.float(), 0.0)  # (B, N)

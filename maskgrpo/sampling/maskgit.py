@@ -48,7 +48,10 @@ def maskgit_temperatures(tau0: float, num_steps: int, schedule: str) -> list[flo
 
 
 def gumbel_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """G = -log(-log u), u ~ U(0, 1) from ``generator``, both logs clamped at 1e-20. Same shape and dtype as ``like``."""
+    """G = -log(-log u), u ~ U(0, 1) from ``generator``, both logs clamped at 1e-20.
+
+    Same shape and dtype as ``like``.
+    """
     u = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
     return -torch.log((-torch.log(u.clamp(min=LOG_EPS))).clamp(min=LOG_EPS))
 
