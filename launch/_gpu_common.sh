@@ -1,13 +1,15 @@
-# Sourced by the MMaDA GPU launchers (launch/mmada_maskgrpo.sh, launch/mmada_htgrpo.sh). It turns the launch
-# variables documented in their headers into dotted config overrides, then either prints the dry-run plan
+# Sourced by the GPU launchers (launch/mmada_{maskgrpo,htgrpo}.sh, launch/dimoo_{maskgrpo,htgrpo}.sh). It turns the
+# launch variables documented in their headers into dotted config overrides, then either prints the dry-run plan
 # (python -m maskgrpo.launch_plan) or starts the DeepSpeed launcher. Hyperparameters live in the YAML only: every
 # variable below is a resource, a path or an endpoint, and each reaches the trainer as a visible `key=value`.
+# A launcher may set MODEL_PATH / VQ_PATH defaults before sourcing this file (VQ_PATH set but empty: no vq_path
+# override, the YAML's value stands) and put backbone-specific overrides in LAUNCH_EXTRA_OVERRIDES.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 NUM_GPUS="${NUM_GPUS:-8}"
 ZERO_STAGE="${ZERO_STAGE:-2}"
 MODEL_PATH="${MODEL_PATH:-Gen-Verse/MMaDA-8B-Base}"
-VQ_PATH="${VQ_PATH:-showlab/magvitv2}"
+VQ_PATH="${VQ_PATH-showlab/magvitv2}"
 CLIP_PATH="${CLIP_PATH:-openai/clip-vit-large-patch14}"
 PROMPTS="${PROMPTS:-data/train_prompts.jsonl}"
 HPSV3_URL="${HPSV3_URL:-http://127.0.0.1:18087/score}"
@@ -16,6 +18,7 @@ GRAD_CKPT="${GRAD_CKPT:-1}"
 MASTER_PORT="${MASTER_PORT:-29500}"
 GPU_MEM_GB="${GPU_MEM_GB:-80}"
 DRY_RUN="${DRY_RUN:-0}"
+LAUNCH_EXTRA_OVERRIDES=()
 
 die() { echo "error: $*" >&2; exit 2; }
 
@@ -36,7 +39,6 @@ gpu_launch() {
   local overrides=(
     "run.output_dir=$out"
     "backbone.path=$MODEL_PATH"
-    "backbone.options.vq_path=$VQ_PATH"
     "backbone.options.gradient_checkpointing=$ckpt"
     "prompts.source=$PROMPTS"
     "deepspeed.config=configs/deepspeed/zero${ZERO_STAGE}.json"
@@ -44,6 +46,8 @@ gpu_launch() {
     "rewards.unifiedreward.kwargs.url=$UNIFIEDREWARD_URL"
     "rewards.clip.kwargs.model_path=$CLIP_PATH"
   )
+  if [ -n "$VQ_PATH" ]; then overrides+=("backbone.options.vq_path=$VQ_PATH"); fi
+  overrides+=(${LAUNCH_EXTRA_OVERRIDES[@]+"${LAUNCH_EXTRA_OVERRIDES[@]}"})
   local cmd=("$PY" -m deepspeed.launcher.runner --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT"
              --module maskgrpo.train --config "$config" "${overrides[@]}" "${args[@]}")
   if [ "$DRY_RUN" = 1 ]; then

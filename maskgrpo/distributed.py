@@ -24,21 +24,31 @@ def init_distributed() -> tuple[int, int, torch.device]:
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
-        os.environ.setdefault(k, v)
-    if "MASTER_PORT" not in os.environ:
-        os.environ["MASTER_PORT"] = str(29500 + os.getpid() % 2000)
     import deepspeed
 
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="gloo" if on_cpu() else "nccl", verbose=False)
+        backend = "gloo" if on_cpu() else "nccl"
+        if "RANK" in os.environ:  # torchrun / the deepspeed launcher set the rendezvous variables
+            deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        else:  # a plain single process: a private TCP rendezvous (no MASTER_PORT for child processes to inherit)
+            os.environ.setdefault("LOCAL_RANK", "0")  # the DeepSpeed engine reads it
+            deepspeed.init_distributed(dist_backend=backend, verbose=False, rank=0, world_size=1, auto_mpi_discovery=False,
+                                       init_method=f"tcp://127.0.0.1:{_free_port()}")  # fmt: skip
     rank, world = dist.get_rank(), dist.get_world_size()
     if on_cpu():
         device = torch.device("cpu")
     else:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     return rank, world, device
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def all_gather_rows(x: np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@ Nothing is downloaded and no weight is loaded. What it does:
    path is reported as "hub id, not checked offline"; the prompts JSONL is parsed;
 4. prints the per-round batch arithmetic with the trainer's own DeepSpeed numbers (``maskgrpo.engine``);
 5. prints a per-GPU memory estimate from models.md section 6, with the parameter count read from the checkpoint's
-   config.json when it is a local directory and MMaDA-8B's otherwise.
+   config.json when it is a local directory and the released model's otherwise (MMaDA-8B; Lumina-DiMOO-8B for
+   backbone lumina, whose row length comes from height x width plus a text allowance, ``LUMINA_PLAN_TEXT_TOKENS``).
 
 Exit status: 0 all good, 1 a path or option problem (the plan is still printed), 2 the config does not load.
 """
@@ -41,6 +42,10 @@ ACT_BYTES_PER_BLOCK_REF = 240e6
 """Saved activations of one block for one row without checkpointing, bf16, flash-style SDPA (models.md 6: ~240 MB at
 T = 1539, C = 4096); scaled linearly in T * C for other sizes."""
 ACT_REF_TOKENS_X_WIDTH = 1539 * 4096
+
+LUMINA_PLAN_TEXT_TOKENS = 128
+"""Text prefix assumed for a Lumina-DiMOO row in the plan (system prompt ~20 tokens + a long prompt); its rows have
+no fixed text window, so T = this + 2 + (H/16) * (W/16 + 1) + 2 (4292 at 1024 x 1024)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,15 +84,42 @@ class ModelSize:
         return self.n_layers * sum(r * sum(dims[t]) for t in targets)
 
 
-def model_size(backbone_path: str) -> ModelSize:
-    """Read d_model / n_layers / mlp / V / tying from a local config.json (``path`` or ``path/model``), else 8B."""
+def default_size(backbone: str) -> ModelSize:
+    """The released 8B sizes of a backbone (models.md 1.1, 6): Lumina-DiMOO V = 134548, else MMaDA-8B."""
+    if backbone == "lumina":
+        from maskgrpo.layout_lumina import lumina_dimoo_8b
+
+        lay = lumina_dimoo_8b()
+        return ModelSize(vocab=lay.code_offset + lay.codebook_size, source="Lumina-DiMOO-8B numbers (models.md 1.1)")
+    return ModelSize()
+
+
+def model_size(backbone_path: str, default: ModelSize | None = None) -> ModelSize:
+    """Read d_model / n_layers / mlp / V / tying from a local config.json (``path`` or ``path/model``), else
+    ``default`` (MMaDA-8B when None)."""
     for candidate in (Path(backbone_path) / "config.json", Path(backbone_path) / "model" / "config.json"):
         if candidate.is_file():
             raw = json.loads(candidate.read_text(encoding="utf-8"))
             return ModelSize(d_model=int(raw["d_model"]), n_layers=int(raw["n_layers"]),
                              mlp_hidden=int(raw["mlp_hidden_size"]), vocab=int(raw["embedding_size"]),
                              tied=bool(raw.get("weight_tying", False)), source=str(candidate))  # fmt: skip
-    return ModelSize()
+    return default or ModelSize()
+
+
+def row_sizes(options: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(T, N, K) of one T2I row from the backbone options: MMaDA ``text_window`` + ``grid``, or Lumina ``height``
+    + ``width`` (raises ValueError on a size the Lumina layout rejects); None for other backbones."""
+    if "text_window" in options and "grid" in options:
+        from maskgrpo.layout import mmada_8b
+
+        lay = mmada_8b(int(options["text_window"]), int(options["grid"]))
+        return lay.seq_len, lay.num_image_tokens, lay.codebook_size
+    if "height" in options and "width" in options:
+        from maskgrpo.layout_lumina import lumina_dimoo_8b
+
+        lum = lumina_dimoo_8b(int(options["height"]), int(options["width"]))
+        return lum.seq_len(LUMINA_PLAN_TEXT_TOKENS), lum.num_image_tokens, lum.codebook_size
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,8 +211,9 @@ class MemoryEstimate:
         return self.resident + max((b for _, b, _ in self.phases), default=0.0)
 
 
-def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window: int, grid: int,
-                    codebook: int, checkpointing: bool) -> MemoryEstimate:  # fmt: skip
+def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window: int | None, grid: int | None,
+                    codebook: int, checkpointing: bool, *, seq_len: int | None = None,
+                    num_image_tokens: int | None = None) -> MemoryEstimate:  # fmt: skip
     """models.md 6 formulas per GPU (N = gpus, Psi = params, Psi_t = trainable params, 16 B per trainable param).
 
     states:  frozen base 2 Psi (ZeRO-3: 2 Psi / N) + trainable 2 Psi_t + 14 Psi_t / N (ZeRO-2) or 16 Psi_t / N
@@ -190,13 +223,14 @@ def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window
              (activations + sliced fp32 logits and their gradient, 2 N K 4 B).
              activations/row: no checkpointing L * 240 MB * (T C) / (1539 * 4096); whole-block checkpointing
              L * T * C * 2 B (block inputs) + one block recomputed.
+    T, N:    text_window + grid^2 + 2 and grid^2 (MMaDA), or ``seq_len`` and ``num_image_tokens`` when given (Lumina).
     rollout: per sampler call, (2 if CFG) x rows x (no-grad forward transient + sliced logits) + sampler
              probabilities (3 fp32 copies of (rows, N, K)).
     old/ref: the no-grad log-prob pass over all of this GPU's rollouts in one forward (as the trainer runs it).
     """
     n, psi, c, f, layers = plan.gpus, size.params, size.d_model, size.mlp_hidden, size.n_layers
-    t = text_window + grid * grid + 2  # sequence length
-    n_img = grid * grid
+    t = seq_len if seq_len is not None else text_window + grid * grid + 2  # sequence length
+    n_img = num_image_tokens if num_image_tokens is not None else grid * grid
     est = MemoryEstimate()
     if cfg.lora.enabled:
         from maskgrpo.policy import LORA_TARGETS
@@ -298,6 +332,12 @@ def check_inputs(cfg: TrainRun) -> tuple[list[tuple[str, str, str]], list[str], 
     for key in ("vq_path", "tokenizer_path"):
         if options.get(key) is not None:
             path_row(f"backbone.options.{key}", str(options[key]))
+    if options.get("vq_subfolder") and options.get("vq_path") is None and local.is_dir():  # Lumina: path/vqvae
+        vq_cfg = local / str(options["vq_subfolder"]) / "config.json"
+        rows.append(("backbone VQ (vq_path null)", str(vq_cfg.parent), "local dir" if vq_cfg.is_file() else "MISSING"))
+        if not vq_cfg.is_file():
+            problems.append(f"backbone.path: {local} has no {options['vq_subfolder']}/config.json (the VQ); "
+                            "set backbone.options.vq_path (VQ_PATH)")  # fmt: skip
 
     if cfg.prompts.source == "backbone":
         rows.append(("prompts.source", "backbone", "the backbone's built-in prompts"))
@@ -374,7 +414,7 @@ def render(cfg: TrainRun, plan: BatchPlan, rows: list, est: MemoryEstimate | Non
     out += [line, f"memory per GPU (estimate, models.md 6; sizes from {size.source}: "
                   f"{size.params:,} params)"]  # fmt: skip
     if est is None:
-        out.append("  (no estimate: the backbone loader has no text_window / grid options, i.e. no MMaDA-style row)")
+        out.append("  (no estimate: the backbone loader has no text_window / grid or height / width options)")
     else:
         out += [f"  {name:<{w + 18}}{_gb(b)}   {note}" for name, b, note in est.states]
         out.append(f"  {'= resident':<{w + 18}}{_gb(est.resident)}")
@@ -400,17 +440,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(TrainRun, args.config, args.overrides)
         plan = batch_plan(cfg, args.num_gpus)
         rows, problems, options = check_inputs(cfg)
+        sizes = row_sizes(options)
     except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    size = model_size(cfg.backbone.path)
+    size = model_size(cfg.backbone.path, default_size(cfg.backbone.name))
     est = None
-    if "text_window" in options and "grid" in options:
-        from maskgrpo.layout import mmada_8b
-
-        est = memory_estimate(cfg, plan, size, int(options["text_window"]), int(options["grid"]),
-                              mmada_8b().codebook_size,
-                              bool(options.get("gradient_checkpointing", False)))  # fmt: skip
+    if sizes is not None:
+        seq_len, n_img, codebook = sizes
+        checkpointing = bool(options.get("gradient_checkpointing", False))
+        est = memory_estimate(cfg, plan, size, None, None, codebook, checkpointing, seq_len=seq_len,
+                              num_image_tokens=n_img)  # fmt: skip
     print(render(cfg, plan, rows, est, size, args.gpu_mem_gb))
     if problems:
         print("problems:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)

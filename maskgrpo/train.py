@@ -136,32 +136,45 @@ class Trainer:
         metrics.update({"adv/zero_std_group_frac": zero_std_fraction(r, g), "adv/abs_max": float(adv.abs().max())})
         return local, total[self.rank * b : (self.rank + 1) * b], metrics
 
+    def micro_batches(self) -> list[torch.Tensor]:
+        """Rollout indices of each micro-batch: ``rl.micro_batch_prompts`` whole prompt groups (same on every pass)."""
+        mb = self.cfg.rl.micro_batch_prompts * self.cfg.rl.group_size
+        n = self.rollouts.num_rollouts
+        return [torch.arange(s, min(s + mb, n), device=self.device) for s in range(0, n, mb)]
+
     def old_and_ref_logp(self, contexts) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-        """Step 5: log pi_old and log pi_ref of every rollout under every distinct context (no grad, no CFG)."""
-        every = torch.arange(self.rollouts.num_rollouts, device=self.device)
-        old, ref = [], []
+        """Step 5: log pi_old and log pi_ref of every rollout under every distinct context (no grad, no CFG).
+
+        Chunked by micro-batch, so the peak activation memory is that of one update's forward; rows shared by a
+        micro-batch's rollouts (HT-GRPO: one per prompt) are still forwarded once.
+        """
+        n = self.rollouts.codes.shape
+        old = [torch.empty(n, device=self.device) for _ in contexts.inputs]
+        ref: list[torch.Tensor | None] = [torch.empty(n, device=self.device) for _ in contexts.inputs]
         self.policy.eval()
         with torch.no_grad():
-            for inp in contexts.inputs:
-                old.append(self._logp(self.policy, inp, every))
+            for i, inp in enumerate(contexts.inputs):
+                for sel in self.micro_batches():
+                    old[i][sel] = self._logp(self.policy, inp, sel)
             with self.reference() as ref_model:
-                for inp in contexts.inputs:
-                    ref.append(None if ref_model is None else self._logp(ref_model, inp, every))
+                for i, inp in enumerate(contexts.inputs):
+                    if ref_model is None:
+                        ref[i] = None
+                        continue
+                    for sel in self.micro_batches():
+                        ref[i][sel] = self._logp(ref_model, inp, sel)
         return old, ref
 
     def inner_updates(self, contexts, adv: torch.Tensor, old: list, ref: list) -> dict[str, float]:
         """Step 6: mu optimizer updates; each = all micro-batches (whole prompt groups) then one step."""
-        cfg = self.cfg.rl
-        mb = cfg.micro_batch_prompts * cfg.group_size  # rollouts per micro-batch: whole prompt groups
-        n = self.rollouts.num_rollouts
         sums: dict[str, torch.Tensor] = {}
         count = 0
         self.policy.train()
-        bar = tqdm(total=len(contexts.updates) * -(-n // mb), desc="update", leave=False, disable=self.rank != 0)
+        batches = self.micro_batches()
+        bar = tqdm(total=len(contexts.updates) * len(batches), desc="update", leave=False, disable=self.rank != 0)
         for m, plan in enumerate(contexts.updates, start=1):
             inp = contexts.inputs[plan.input_index]
-            for s in range(0, n, mb):
-                sel = torch.arange(s, min(s + mb, n), device=self.device)
+            for sel in batches:
                 x = LossInputs(
                     logp=self._logp(self.engine, inp, sel), old_logp=old[plan.input_index][sel],
                     ref_logp=None if ref[plan.input_index] is None else ref[plan.input_index][sel],

@@ -100,7 +100,10 @@ def run(sampler: Sampler, model: nn.Module, batch: T2IBatch, seed: int, hook: St
 def assert_same(a: SamplerOutput, b: SamplerOutput) -> None:
     for f in dataclasses.fields(SamplerOutput):
         x, y = getattr(a, f.name), getattr(b, f.name)
-        assert (x is None and y is None) or torch.equal(x, y), f.name
+        if isinstance(x, dict):
+            assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), f.name
+        else:
+            assert (x is None and y is None) or torch.equal(x, y), f.name
 
 
 # ---------------------------------------------------------------- contract suite: every registered sampler

@@ -137,6 +137,11 @@ def test_shrink_groups_consecutive_steps():
 # ---- in-process trainer rounds on the tiny toy base ----------------------------------------------------------------
 
 
+def _round(config: Path, overrides: list[str]):
+    """One in-process round (the trainer's single-process rendezvous leaves os.environ untouched)."""
+    return run_inprocess(config, overrides)
+
+
 def _distinct_rows(commit_step: torch.Tensor, shrink: int) -> int:
     """Non-empty (rollout, step group) pairs, counted directly from the commit steps."""
     return len({(b, int(s) // shrink) for b in range(commit_step.shape[0]) for s in commit_step[b]})
@@ -145,7 +150,7 @@ def _distinct_rows(commit_step: torch.Tensor, shrink: int) -> int:
 @pytest.fixture(scope="module")
 def trace_round(toy_base_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("trace")
-    return run_inprocess(TOY_TRACE, tiny(toy_base_dir, out, **{"rollout.num_steps": 4, "trace.shrink": 2}))
+    return _round(TOY_TRACE, tiny(toy_base_dir, out, **{"rollout.num_steps": 4, "trace.shrink": 2}))
 
 
 def test_trace_round_forward_counts_and_finite_loss(trace_round, toy_base_dir):
@@ -190,7 +195,7 @@ def test_trainer_logp_equals_per_token_loop(trace_round, shrink):
 
 def test_unigrpo_round_runs(toy_base_dir, tmp_path):
     P, G, mu = 2, 3, 3
-    trainer, m = run_inprocess(TOY_UNI, tiny(toy_base_dir, tmp_path / "uni"))
+    trainer, m = _round(TOY_UNI, tiny(toy_base_dir, tmp_path / "uni"))
     assert trainer.parts.names["context"] == "random_remask" and trainer.cfg.remask.schedule == "uniform"
     assert m["perf/forwards_update"] == mu * P * G and math.isfinite(m["loss/policy"])
 

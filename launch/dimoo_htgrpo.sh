@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# HT-GRPO on Lumina-DiMOO-8B: configs/dimoo_htgrpo.yaml (= configs/dimoo_maskgrpo.yaml plus the patch section)
+# under the DeepSpeed launcher (ZeRO-2, 8 GPUs). Every hyperparameter is in the YAML; the variables below are
+# resources, paths and endpoints only (plus the image size), each passed to `python -m maskgrpo.train` as a dotted
+# override (printed by the dry run). Extra arguments are more overrides and win over these, e.g.
+# `bash launch/dimoo_htgrpo.sh rl.rounds=10`.
+#
+#   NUM_GPUS=8                    ranks on this node (prompts.per_round must divide by it: 24 -> 8 or 6 GPUs)
+#   ZERO_STAGE=2                  2 -> configs/deepspeed/zero2.json, 3 -> configs/deepspeed/zero3.json
+#   MODEL_PATH=Alpha-VLLM/Lumina-DiMOO   backbone.path: hub id or local dir (config.json + safetensors + tokenizer +
+#                                 vqvae/)
+#   VQ_PATH=                      backbone.options.vq_path: empty = the vqvae/ subfolder of MODEL_PATH; else a dir
+#                                 holding vqvae/ (or the VQ's own config.json), or a hub id with a vqvae/ subfolder
+#   HEIGHT=1024 WIDTH=1024        backbone.options.height / width: image pixels, multiples of 16, aspect <= 4:1
+#                                 (the code grid is HEIGHT/16 x WIDTH/16; 512 x 512 is ~5x cheaper per round)
+#   CLIP_PATH=openai/clip-vit-large-patch14   rewards.clip.kwargs.model_path: hub id or local dir
+#   PROMPTS=data/train_prompts.jsonl          prompts.source: GenEval-style metadata JSONL ({"prompt", ...} per line)
+#   OUTPUT_DIR=runs/dimoo_htgrpo             run.output_dir: config, metrics, checkpoints, images, final/
+#   HPSV3_URL=http://127.0.0.1:18087/score            rewards.hpsv3.kwargs.url (python -m maskgrpo.rewards.serve)
+#   UNIFIEDREWARD_URL=http://127.0.0.1:18088/score    rewards.unifiedreward.kwargs.url
+#   GRAD_CKPT=1                   backbone.options.gradient_checkpointing (1/0): whole-block activation recompute
+#   MASTER_PORT=29500             rendezvous port of the DeepSpeed launcher
+#   GPU_MEM_GB=80                 GPU memory the dry run's memory estimate is compared with
+#   DRY_RUN=0                     1 (or the argument --dry-run): validate the config, check paths, print the batch
+#                                 arithmetic and a memory estimate; loads no weights, needs no GPU
+# Relative paths are relative to the repository root (the launcher cd's there).
+LAUNCHER_MISSING_HINT="It ships with the repository (configs/dimoo_maskgrpo.yaml + the patch section); restore it with your VCS."
+MODEL_PATH="${MODEL_PATH:-Alpha-VLLM/Lumina-DiMOO}"
+VQ_PATH="${VQ_PATH:-}"
+HEIGHT="${HEIGHT:-1024}"
+WIDTH="${WIDTH:-1024}"
+source "$(dirname "${BASH_SOURCE[0]}")/_gpu_common.sh"
+[[ "$HEIGHT" =~ ^[1-9][0-9]*$ && "$WIDTH" =~ ^[1-9][0-9]*$ ]] ||
+  die "HEIGHT and WIDTH must be positive integers (pixels, multiples of 16), got '$HEIGHT' x '$WIDTH'"
+LAUNCH_EXTRA_OVERRIDES=("backbone.options.height=$HEIGHT" "backbone.options.width=$WIDTH")
+gpu_launch configs/dimoo_htgrpo.yaml runs/dimoo_htgrpo "$@"
