@@ -89,6 +89,10 @@ class Trainer:
         self.state.torch_rng = torch.get_rng_state()
         save_checkpoint(self.engine, self.ckpt_dir, self.state, self.rank, self.cfg.checkpoint.keep)
 
+    def _bar(self, total: int, desc: str) -> tqdm:
+        """A transient progress bar for one round phase (rank 0 only)."""
+        return tqdm(total=total, desc=f"round {self.state.round + 1} {desc}", leave=False, disable=self.rank != 0)
+
     # ---- model passes ------------------------------------------------------------------------------------------
     def _code_logits(self, module: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """(R, N, K) logits at the image slots over the image-code slice (head computed only there)."""
@@ -111,11 +115,16 @@ class Trainer:
         prompts = self.backbone.prompt_batch([m["prompt"] for m in metas]).to(self.device)
         rows = prompts.repeat_interleave(g)
         outs = []
+        starts = range(0, rows.input_ids.shape[0], cfg.rl.rollout_batch_size)
+        bar = self._bar(len(starts) * self.parts.sampler.num_steps, "rollout")
         self.policy.eval()
         with torch.no_grad():
-            for s in range(0, rows.input_ids.shape[0], cfg.rl.rollout_batch_size):
+            for s in starts:
                 chunk = _slice_batch(rows, s, s + cfg.rl.rollout_batch_size)
-                outs.append(self.parts.sampler.sample(self.policy, chunk, self.gens["rollout"]))
+                outs.append(
+                    self.parts.sampler.sample(self.policy, chunk, self.gens["rollout"], lambda _: bar.update())
+                )
+        bar.close()
         cat = {k: torch.cat([getattr(o, k) for o in outs]) for k in ("codes", "commit_step", "logp_at_commit")}
         extras = {k: torch.cat([o.extras[k] for o in outs]) for k in outs[0].extras}
         return Rollouts(prompts, g, cat["codes"], cat["commit_step"], cat["logp_at_commit"], extras)
@@ -151,11 +160,13 @@ class Trainer:
         n = self.rollouts.codes.shape
         old = [torch.empty(n, device=self.device) for _ in contexts.inputs]
         ref: list[torch.Tensor | None] = [torch.empty(n, device=self.device) for _ in contexts.inputs]
+        bar = self._bar(2 * len(contexts.inputs) * len(self.micro_batches()), "old/ref log-probs")
         self.policy.eval()
         with torch.no_grad():
             for i, inp in enumerate(contexts.inputs):
                 for sel in self.micro_batches():
                     old[i][sel] = self._logp(self.policy, inp, sel)
+                    bar.update()
             with self.reference() as ref_model:
                 for i, inp in enumerate(contexts.inputs):
                     if ref_model is None:
@@ -163,6 +174,8 @@ class Trainer:
                         continue
                     for sel in self.micro_batches():
                         ref[i][sel] = self._logp(ref_model, inp, sel)
+                        bar.update()
+        bar.close()
         return old, ref
 
     def inner_updates(self, contexts, adv: torch.Tensor, old: list, ref: list) -> dict[str, float]:
@@ -171,7 +184,7 @@ class Trainer:
         count = 0
         self.policy.train()
         batches = self.micro_batches()
-        bar = tqdm(total=len(contexts.updates) * len(batches), desc="update", leave=False, disable=self.rank != 0)
+        bar = self._bar(len(contexts.updates) * len(batches), "inner updates")
         for m, plan in enumerate(contexts.updates, start=1):
             inp = contexts.inputs[plan.input_index]
             for sel in batches:

@@ -143,3 +143,36 @@ def test_ablation_configs_change_one_thing(path, toy_base_dir):
     a, b = to_dict(load_preset("htgrpo").options(cfg)), to_dict(load_preset("htgrpo").options(ref))
     changed = {k for k in a if a[k] != b[k]} | ({"rl.context"} if cfg.rl.context != ref.rl.context else set())
     assert 1 <= len(changed) <= 2, changed  # one idea each (p_max + schedule count as one "constant p" change)
+
+
+class _FakeBase:
+    """A 'sampler' returning fixed commit steps and log-probs, to test the rank wrapper alone."""
+
+    num_steps, cfg_scale = 3, 0.0
+
+    def __init__(self, steps: torch.Tensor, logp: torch.Tensor) -> None:
+        self.steps, self.logp = steps, logp
+
+    def sample(self, model, batch, generator, step_hook=None):
+        from maskgrpo.sampling.base import SamplerOutput
+
+        return SamplerOutput(codes=torch.zeros_like(self.steps), commit_step=self.steps, logp_at_commit=self.logp,
+                             n_commit=torch.zeros(1, 3, dtype=torch.long), score_at_commit=None)  # fmt: skip
+
+
+def test_ranked_sampler_tie_breaks():
+    from htgrpo_patch.ranked_sampler import RankedSampler
+
+    steps = torch.tensor([[1, 0, 1, 0, 2]])
+    logp = torch.tensor([[-0.1, -2.0, -3.0, -0.5, -1.0]])
+    base = _FakeBase(steps, logp)
+    rank = lambda tb, seed=0: (
+        RankedSampler(base, tb).sample(None, None, torch.Generator().manual_seed(seed)).extras["rank"]
+    )  # noqa: E731
+    # raster: step 0 = positions 1, 3 -> ranks 1, 2; step 1 = 0, 2 -> 3, 4; step 2 = 4 -> 5
+    assert rank("raster").tolist() == [[3, 1, 4, 2, 5]]
+    # confidence: within step 0, position 3 (logp -0.5) before 1 (-2.0); within step 1, 0 (-0.1) before 2 (-3.0)
+    assert rank("confidence").tolist() == [[3, 2, 4, 1, 5]]
+    seen = {tuple(rank("random", seed).tolist()[0]) for seed in range(20)}
+    assert seen <= {(3, 1, 4, 2, 5), (4, 1, 3, 2, 5), (3, 2, 4, 1, 5), (4, 2, 3, 1, 5)} and len(seen) == 4
+    assert torch.equal(rank("random", 7), rank("random", 7))  # seeded

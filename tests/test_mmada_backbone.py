@@ -385,14 +385,19 @@ def _tiny_run_config(tiny: TinyMMaDA, clip_dir: Path, prompts: Path, out: Path) 
     }  # fmt: skip
 
 
-def test_one_maskgrpo_round_end_to_end(tiny, tmp_path) -> None:
+@pytest.mark.parametrize("method", ["maskgrpo", "htgrpo"])
+def test_one_round_end_to_end(tiny, tmp_path, method) -> None:
+    """One round per method on the tiny MMaDA: decode -> CLIP reward -> update (LoRA), through the real CLI."""
     import yaml
 
     clip_dir = build_tiny_clip(tmp_path / "clip")
     prompts = write_prompts(tmp_path / "prompts.jsonl")
     out = tmp_path / "run"
     cfg_file = tmp_path / "tiny_mmada.yaml"
-    cfg_file.write_text(yaml.safe_dump(_tiny_run_config(tiny, clip_dir, prompts, out)))
+    cfg = _tiny_run_config(tiny, clip_dir, prompts, out)
+    if method == "htgrpo":  # the patch section of configs/mmada_htgrpo.yaml, budgets scaled to mu = 2
+        cfg.update(patch="htgrpo", patch_options={"budgets": [1, 1, 0]})
+    cfg_file.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1",
            "PYTHONUNBUFFERED": "1"}  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
@@ -404,6 +409,12 @@ def test_one_maskgrpo_round_end_to_end(tiny, tmp_path) -> None:
     assert [m["round"] for m in metrics] == [1]
     m = metrics[0]
     assert np.isfinite(m["loss/policy"]) and np.isfinite(m["reward/clip/mean"]), m
+    components = json.loads((out / "components.json").read_text())
+    if method == "htgrpo":  # P = 2 prompts, G = 3, mu = 2: one shared row per prompt
+        assert (components["context"], components["loss"]) == ("fully_masked", "ht_staged")
+        assert m["perf/forwards_update"] == 2 * 2 and m["perf/forwards_old_ref"] == 2 * 2
+    else:
+        assert components["context"] == "random_remask" and m["perf/forwards_update"] == 2 * 2 * 3
     assert (out / "images" / "round_00001.png").is_file()
     meta = json.loads((out / "final" / "backbone.json").read_text())
     assert meta["name"] == "mmada" and meta["options"]["text_window"] == 17

@@ -61,7 +61,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_tiny_run_finite_loss_and_every_parameter_changed(toy_base_dir, tmp_path):
     out = tmp_path / "run"
-    log = finish(run_train(tiny_overrides(toy_base_dir, out)))
+    log = finish(run_train(tiny_overrides(toy_base_dir, out, **{"run.wandb_mode": "offline"})))
     assert "round    2 | reward" in log
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["round"] for m in metrics] == [1, 2]
@@ -77,6 +77,7 @@ def test_tiny_run_finite_loss_and_every_parameter_changed(toy_base_dir, tmp_path
     assert not unchanged, f"parameters that did not change: {unchanged}"
     assert (out / "config.yaml").is_file() and (out / "images" / "round_00002.png").is_file()
     assert (out / "checkpoints" / "latest").read_text() == "round-000002"
+    assert list((out / "wandb").glob("offline-run-*")), "no offline wandb run was written"
 
 
 def test_two_ranks_zero2_gathers_rewards_before_normalising(toy_base_dir, tmp_path):

@@ -63,9 +63,9 @@ class ToyModelConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = field(default=3000, metadata=rng(ge=1))
+    steps: int = field(default=1500, metadata=rng(ge=1))
     """Optimizer steps of masked-token pretraining."""
-    batch_size: int = field(default=64, metadata=rng(ge=1))
+    batch_size: int = field(default=32, metadata=rng(ge=1))
     """Images per step (rendered on the fly from training captions)."""
     lr: float = field(default=1e-3, metadata=rng(gt=0.0))
     """Peak AdamW learning rate (linear warmup, cosine decay to 10%)."""
