@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--cfg", type=float, default=3.5)
+    ap.add_argument("--model", nargs="*", default=[], help="toy model overrides for the untrained base, e.g. "
+                    "model.d_model=512 model.n_layers=8 model.mlp_hidden_size=1536 model.n_heads=8")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.model and args.base:
+        ap.error("--model builds a new untrained base; it cannot be combined with --base")
     if args.updates % 4:
         ap.error("--updates must divide by 4 (HT budgets 1:2:1 scaled, i.e. 2:4:2 for 8)")
     tmp = Path(tempfile.mkdtemp(prefix="bench_round_"))
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
         base = str(tmp / "base")
         pretrain(["--config", str(REPO / "configs/toy_pretrain.yaml"), f"run.output_dir={base}", "pretrain.steps=1",
-                  "eval.samples_per_prompt=1", "eval.sampler.num_steps=1"])  # fmt: skip
+                  "eval.samples_per_prompt=1", "eval.sampler.num_steps=1", *args.model])  # fmt: skip
     q = args.updates // 4
     common = [f"backbone.path={base}", f"prompts.per_round={args.prompts}", f"rl.group_size={args.group_size}",
               f"rl.num_inner_updates={args.updates}", "rl.micro_batch_prompts=1", f"rollout.num_steps={args.steps}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -77,16 +78,22 @@ class MetricsLog:
 
 
 def rollout_grid(images: np.ndarray, prompts: list[str], rewards: np.ndarray, path: Path, scale: int = 3) -> None:
-    """A labelled grid of rollouts: each tile shows the image, its reward and the start of its prompt."""
+    """A labelled grid of rollouts: each tile shows the image, its reward and the prompt (wrapped under it)."""
     n, h, w, _ = images.shape
-    tw, th = max(w * scale, 120), h * scale + 24
+    tw = max(w * scale, 160)
+    chars = tw // 6  # PIL's default bitmap font is about 6 px per character
+    label_lines = 3
+    th = h * scale + 12 * label_lines + 4
     cols = min(n, 4)
     rows = -(-n // cols)
-    canvas = Image.new("RGB", (cols * tw, rows * th), "white")
+    canvas = Image.new("RGB", (cols * (tw + 4), rows * th), "white")
     draw = ImageDraw.Draw(canvas)
     for i in range(n):
         r, c = divmod(i, cols)
-        tile = Image.fromarray(images[i]).resize((w * scale, h * scale), Image.NEAREST)
-        canvas.paste(tile, (c * tw, r * th))
-        draw.text((c * tw + 2, r * th + h * scale + 1), f"R={rewards[i]:.2f} {prompts[i][11:40]}", fill="black")
+        x0, y0 = c * (tw + 4), r * th
+        canvas.paste(Image.fromarray(images[i]).resize((w * scale, h * scale), Image.NEAREST), (x0, y0))
+        text = f"R={rewards[i]:.2f} {prompts[i].removeprefix('a photo of ')}"
+        lines = textwrap.wrap(text, chars)[:label_lines]
+        for j, line in enumerate(lines):
+            draw.text((x0 + 1, y0 + h * scale + 2 + 12 * j), line, fill="black")
     canvas.save(path)
