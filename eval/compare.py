@@ -70,11 +70,11 @@ def _mean_std(values: list[float]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
 
 
-def _fmt(stats: tuple[float, float, int]) -> str:
+def _fmt(stats: tuple[float, float, int], digits: int = 3) -> str:
     mean, std, n = stats
     if n == 0:
         return "-"
-    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def column(runs: list[dict], last: int) -> dict:
@@ -94,7 +94,7 @@ def markdown_table(labels: list[str], cols: list[dict], last: int) -> str:
     """Rows = metrics, one column per label."""
     reward_row = "final reward/mean" if last == 1 else f"reward/mean, last {last} rounds"
     lines = ["| metric | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
-    lines.append("| rounds | " + " | ".join(_fmt(c["rounds"]) for c in cols) + " |")
+    lines.append("| rounds | " + " | ".join(_fmt(c["rounds"], digits=0) for c in cols) + " |")
     lines.append(f"| {reward_row} | " + " | ".join(_fmt(c["final_reward"]) for c in cols) + " |")
     for key in EVAL_KEYS:
         if all(c[f"{key}/before"][2] == 0 and c[f"{key}/after"][2] == 0 for c in cols):

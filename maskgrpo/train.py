@@ -42,6 +42,11 @@ from maskgrpo.rewards.base import combine_rewards, score_all
 
 
 class Trainer:
+    """One process of an RL run: components from the config, a DeepSpeed engine, and the round of method.md 1.
+
+    ``run_round`` does one round and returns its metrics; ``train`` loops, logs, checkpoints and evaluates.
+    """
+
     def __init__(self, cfg: TrainRun, resume: bool) -> None:
         self.cfg = cfg
         self.rank, self.world, self.device = init_distributed()
