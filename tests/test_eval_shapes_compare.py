@@ -79,7 +79,7 @@ def test_compare_table_side_by_side_and_plot(tmp_path, capsys):
     table = (out / "compare.md").read_text()
     header, rule, *rows = table.strip().splitlines()
     assert header == "| metric | maskgrpo_s0 | htgrpo_s0 | noeval |"
-    assert rows[0] == "| rounds | 3.000 | 3.000 | 2.000 |"
+    assert rows[0] == "| rounds | 3 | 3 | 2 |"
     assert rows[1] == "| final reward/mean | 0.300 | 0.600 | 0.400 |"
     assert "| **overall** (before → after) | 0.250 → 0.500 | 0.250 → 0.750 | - → - |" in rows
     assert "| partial_mean (before → after) | 0.125 → 0.250 | 0.125 → 0.375 | - → - |" in rows
