@@ -25,12 +25,5 @@
 #                                 arithmetic and a memory estimate; loads no weights, needs no GPU
 # Relative paths are relative to the repository root (the launcher cd's there).
 LAUNCHER_MISSING_HINT="It ships with the repository (configs/dimoo_maskgrpo.yaml + the patch section); restore it with your VCS."
-MODEL_PATH="${MODEL_PATH:-Alpha-VLLM/Lumina-DiMOO}"
-VQ_PATH="${VQ_PATH:-}"
-HEIGHT="${HEIGHT:-1024}"
-WIDTH="${WIDTH:-1024}"
-source "$(dirname "${BASH_SOURCE[0]}")/_gpu_common.sh"
-[[ "$HEIGHT" =~ ^[1-9][0-9]*$ && "$WIDTH" =~ ^[1-9][0-9]*$ ]] ||
-  die "HEIGHT and WIDTH must be positive integers (pixels, multiples of 16), got '$HEIGHT' x '$WIDTH'"
-LAUNCH_EXTRA_OVERRIDES=("backbone.options.height=$HEIGHT" "backbone.options.width=$WIDTH")
+source "$(dirname "${BASH_SOURCE[0]}")/_dimoo_common.sh"
 gpu_launch configs/dimoo_htgrpo.yaml runs/dimoo_htgrpo "$@"
