@@ -18,14 +18,13 @@ import torch
 from maskgrpo.algo.contexts import CONTEXTS
 from maskgrpo.algo.losses import LOSSES
 from maskgrpo.backbones import BACKBONES
+from maskgrpo.backbones.base import DTYPES
 from maskgrpo.config import ConfigError
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.prompts import load_prompt_metadata
 from maskgrpo.registry import Registry
 from maskgrpo.rewards.base import RewardSpec, build_rewards
 from maskgrpo.sampling.base import SAMPLER_WRAPPERS
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,10 @@ def init_distributed() -> tuple[int, int, torch.device]:
             deepspeed.init_distributed(dist_backend=backend, verbose=False)
         else:  # a plain single process: a private TCP rendezvous (no MASTER_PORT for child processes to inherit)
             os.environ.setdefault("LOCAL_RANK", "0")  # the DeepSpeed engine reads it
-            deepspeed.init_distributed(dist_backend=backend, verbose=False, rank=0, world_size=1, auto_mpi_discovery=False,
-                                       init_method=f"tcp://127.0.0.1:{_free_port()}")  # fmt: skip
+            deepspeed.init_distributed(
+                dist_backend=backend, verbose=False, rank=0, world_size=1, auto_mpi_discovery=False,
+                init_method=f"tcp://127.0.0.1:{_free_port()}",
+            )  # fmt: skip
     rank, world = dist.get_rank(), dist.get_world_size()
     if on_cpu():
         device = torch.device("cpu")

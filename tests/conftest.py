@@ -16,4 +16,3 @@ from fixtures_toy import toy_base_dir as _build_toy_base  # noqa: E402
 def toy_base_dir() -> str:
     """A tiny pretrained ShapesWorld base (built once per test process through the real pretraining CLI)."""
     return str(_build_toy_base())
-

@@ -6,6 +6,7 @@ codes (B, N) into uint8 pixels (B, H, W, 3). ShapesWorld, MMaDA and Lumina-DiMOO
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,6 +28,20 @@ class Backbone(Protocol):
     def decode(self, codes: torch.Tensor) -> np.ndarray:
         """(B, N) codes in [0, K) -> (B, H, W, 3) uint8 images."""
         ...
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""Config names of the weight dtypes a backbone (and its image tokenizer) can load in."""
+
+
+def check_loader_options(name: str, loader: Any, options: dict, vq_dtype: str) -> torch.dtype:
+    """Shared checks of a backbone loader's ``**options`` and ``vq_dtype``; returns the VQ's torch dtype."""
+    if options:
+        valid = [p for p in inspect.signature(loader).parameters if p not in ("path", "options")]
+        raise ValueError(f"backbone {name!r} got unknown option(s) {sorted(options)}; valid options: {valid}")
+    if vq_dtype not in DTYPES:
+        raise ValueError(f"backbone {name!r}: vq_dtype must be one of {sorted(DTYPES)}, got {vq_dtype!r}")
+    return DTYPES[vq_dtype]
 
 
 BACKBONES: Registry[Any] = Registry("backbone")

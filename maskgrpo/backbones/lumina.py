@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskgrpo.backbones.base import BACKBONES
+from maskgrpo.backbones.base import BACKBONES, check_loader_options
 from maskgrpo.backbones.mmada import (
     TOKENIZER_PATTERNS,
     MMaDABackbone,
@@ -66,7 +66,6 @@ VQ_SUBFOLDER = "vqvae"
 SPECIAL_TOKENS: dict[str, str] = {"<uncondition>": "uncond_id", "<IMAGE>": "image_start_id",
                                   "</IMAGE>": "image_end_id", "<answer>": "answer_start_id",
                                   "</answer>": "answer_end_id"}  # fmt: skip
-_VQ_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -262,11 +261,7 @@ def load_lumina(
         attend_pads: upstream's "attend to pads" option (models.md 1.3); left pads then reach the attention.
         decode_batch_size: images per VQ decoder call.
     """
-    if options:
-        valid = [p for p in inspect.signature(load_lumina).parameters if p not in ("path", "options")]
-        raise ValueError(f"backbone 'lumina' got unknown option(s) {sorted(options)}; valid options: {valid}")
-    if vq_dtype not in _VQ_DTYPES:
-        raise ValueError(f"backbone 'lumina': vq_dtype must be one of {sorted(_VQ_DTYPES)}, got {vq_dtype!r}")
+    vq_torch_dtype = check_loader_options("lumina", load_lumina, options, vq_dtype)
     t0 = time.perf_counter()
     layout = lumina_dimoo_8b(height=height, width=width)
     model_dir = resolve_checkpoint_dir(path, (*WEIGHT_PATTERNS, *TOKENIZER_PATTERNS, f"{vq_subfolder}/*"))
@@ -286,7 +281,7 @@ def load_lumina(
     else:
         logger.warning("strict_tokenizer=false: models.md 7.6 tokenizer checks skipped for %s", tok_src)
 
-    vq, factor, embed_dim = _load_vq(model_dir, vq_path, vq_subfolder, layout, vq_downsample, vq_dtype, device)
+    vq, factor, embed_dim = _load_vq(model_dir, vq_path, vq_subfolder, layout, vq_downsample, vq_torch_dtype, device)
     if gradient_checkpointing:
         _enable_checkpointing(model)
     uncond = list(tokenizer(layout.uncond_text())["input_ids"])
@@ -301,7 +296,8 @@ def load_lumina(
 
 
 def _load_vq(model_dir: Path, vq_path: str | os.PathLike | None, subfolder: str, layout: LuminaLayout,
-             expected_downsample: int, vq_dtype: str, device: str | torch.device) -> tuple[Any, int, int]:  # fmt: skip
+             expected_downsample: int, vq_dtype: torch.dtype,
+             device: str | torch.device) -> tuple[Any, int, int]:  # fmt: skip
     """diffusers ``VQModel.from_pretrained(root, subfolder=...)``, its config checked before the weights load."""
     from diffusers import VQModel
 
@@ -318,7 +314,7 @@ def _load_vq(model_dir: Path, vq_path: str | os.PathLike | None, subfolder: str,
     except OSError as e:
         raise FileNotFoundError(f"{where}: cannot read the VQ config ({e})") from e
     factor, embed_dim = check_vq_config(dict(config), layout, expected_downsample, where)
-    vq = VQModel.from_pretrained(root, subfolder=sub, torch_dtype=_VQ_DTYPES[vq_dtype]).to(device).eval()
+    vq = VQModel.from_pretrained(root, subfolder=sub, torch_dtype=vq_dtype).to(device).eval()
     vq.requires_grad_(False)
     return vq, factor, embed_dim
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskgrpo.backbones.base import BACKBONES
+from maskgrpo.backbones.base import BACKBONES, check_loader_options
 from maskgrpo.layout import MMaDALayout, T2IBatch, mmada_8b
 from maskgrpo.models import LLaDAModelLM
 from maskgrpo.models.loading import WEIGHT_PATTERNS, load_llada, resolve_checkpoint_dir
@@ -42,8 +42,6 @@ TOKEN_NAMES: dict[str, str] = {"bos_id": "<|startoftext|>", "eos_id": "<|endofte
 REQUIRED_TOKENS: tuple[str, ...] = ("<|end_header_id|>",)
 #: Tokenizer files fetched with the weights when ``path`` is a hub id.
 TOKENIZER_PATTERNS: tuple[str, ...] = ("*.json", "*.model", "*.txt", "*.tiktoken")
-
-_VQ_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -179,11 +177,7 @@ def load_mmada(
         vq_dtype: MAGVIT-v2 dtype, "float32" (default; the decoder is 40 M params) or "bfloat16".
         decode_batch_size: images per MAGVIT decoder call.
     """
-    if options:
-        valid = [p for p in inspect.signature(load_mmada).parameters if p not in ("path", "options")]
-        raise ValueError(f"backbone 'mmada' got unknown option(s) {sorted(options)}; valid options: {valid}")
-    if vq_dtype not in _VQ_DTYPES:
-        raise ValueError(f"backbone 'mmada': vq_dtype must be one of {sorted(_VQ_DTYPES)}, got {vq_dtype!r}")
+    vq_torch_dtype = check_loader_options("mmada", load_mmada, options, vq_dtype)
     t0 = time.perf_counter()
     model_dir = resolve_checkpoint_dir(path, (*WEIGHT_PATTERNS, *TOKENIZER_PATTERNS))
     layout = mmada_8b(text_window=text_window, grid=grid)
@@ -202,7 +196,7 @@ def load_mmada(
         logger.warning("strict_tokenizer=false: models.md 7.4 tokenizer checks skipped for %s", tok_src)
 
     vq_cfg = MagvitV2Config(**vq_config) if vq_config is not None else None
-    vq = load_magvit2(vq_path, config=vq_cfg, dtype=_VQ_DTYPES[vq_dtype], device=device)
+    vq = load_magvit2(vq_path, config=vq_cfg, dtype=vq_torch_dtype, device=device)
     if vq.codebook_size != layout.codebook_size:
         raise ValueError(f"{vq_path}: MAGVIT-v2 has {vq.codebook_size} codes, the layout {layout.codebook_size}")
 
