@@ -32,7 +32,7 @@ from eval.common import (
 )
 from maskgrpo.config.schema import ShapesEvalConfig
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
-from maskgrpo.toy.evaluate import evaluate_shapes, sample_grid, write_eval
+from maskgrpo.toy.evaluate import evaluate_shapes, sample_grid, train_prompt_pick, write_eval
 
 
 def write_tag_grids(summary: dict, out: Path, name: str, samples: int, max_prompts: int) -> list[Path]:
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default: run directory / base directory)")
     ap.add_argument("--name", default="shapes_eval", help="file name prefix (default shapes_eval)")
     ap.add_argument("--grid-prompts", type=int, default=16, help="prompts (rows) per tag grid (default 16)")
+    ap.add_argument("--train-prompts-per-tag", type=int, default=0,
+                    help="also score N training captions per tag (the trainer's eval.train_prompts_per_tag pick, "
+                         "seeded by --seed) into <name>_train.json")  # fmt: skip
     args = ap.parse_args(argv)
 
     backbone = load_backbone(args)
@@ -81,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     summary["config"] = {**describe_model(args), "samples": args.samples, "seed": args.seed,
                          "sampler": sampler_record(cfg.sampler)}  # fmt: skip
     write_eval(summary, out, args.name)
+    if args.train_prompts_per_tag:
+        picked = train_prompt_pick(backbone.train_prompts, args.train_prompts_per_tag, args.seed)
+        train = evaluate_shapes(backbone, picked, cfg, desc=f"ShapesEval (training captions, {len(picked)})")
+        train["config"] = {**summary["config"], "train_prompts_per_tag": args.train_prompts_per_tag}
+        write_eval(train, out, f"{args.name}_train")
+        print(f"training captions ({len(picked)} x {args.samples}): overall {train['overall']:.3f}")
     grids = write_tag_grids(summary, out, args.name, args.samples, args.grid_prompts)
     print(f"ShapesEval: {len(prompts)} held-out prompts x {args.samples} samples = {summary['num_images']} images")
     print(summary["table"])

@@ -37,7 +37,7 @@ from maskgrpo.config.schema import TrainRun
 from maskgrpo.distributed import all_gather_rows, barrier, init_distributed
 from maskgrpo.engine import build_engine
 from maskgrpo.observe import ForwardCounter, MetricsLog, rollout_grid
-from maskgrpo.prompts import PromptStream
+from maskgrpo.prompts import PROMPT_ORDERS
 from maskgrpo.rewards.base import combine_rewards, score_all
 
 
@@ -67,7 +67,7 @@ class Trainer:
         seed = cfg.run.seed * 7919 + self.rank
         self.gens = {name: torch.Generator(device=self.device).manual_seed(seed * 10 + i)
                      for i, name in enumerate(("rollout", "context", "loss"))}  # fmt: skip
-        self.stream = PromptStream(self.parts.prompts, cfg.run.seed)
+        self.stream = PROMPT_ORDERS.get(cfg.prompts.order)(self.parts.prompts, cfg.run.seed)
         self.state = TrainerState(components=self.parts.names, config=to_dict(cfg))
         self.log = MetricsLog(self.run_dir, self.rank == 0, cfg.run.wandb_mode, cfg.run.wandb_project, to_dict(cfg))
         if resume:
@@ -253,17 +253,22 @@ class Trainer:
         """Held-out ShapesEval with the current weights (every rank samples, so ZeRO-3 can gather; rank 0 writes)."""
         if self.cfg.eval is None or not getattr(self.backbone, "eval_prompts", None):
             return
-        if (self.run_dir / f"{name}.json").is_file():
-            return
-        from maskgrpo.toy.evaluate import evaluate_shapes, write_eval
+        from maskgrpo.toy.evaluate import evaluate_shapes, train_prompt_pick, write_eval
 
+        ev = self.cfg.eval
+        sets = {name: self.backbone.eval_prompts}
+        if ev.train_prompts_per_tag:
+            sets[f"{name}_train"] = train_prompt_pick(self.backbone.train_prompts, ev.train_prompts_per_tag, ev.seed)
+        todo = {f: p for f, p in sets.items() if not (self.run_dir / f"{f}.json").is_file()}  # a resumed run skips
         self.counter.phase = "eval"
-        summary = evaluate_shapes(self.backbone, self.backbone.eval_prompts, self.cfg.eval,
-                                  desc=f"ShapesEval ({name})" if self.rank == 0 else None)  # fmt: skip
+        for file, prompts in todo.items():
+            summary = evaluate_shapes(
+                self.backbone, prompts, ev, desc=f"ShapesEval ({file})" if self.rank == 0 else None
+            )
+            if self.rank == 0:
+                write_eval(summary, self.run_dir, file)
+                print(f"[eval] {file}: overall {summary['overall']:.3f}\n{summary['table']}", flush=True)
         self.counter.reset()
-        if self.rank == 0:
-            write_eval(summary, self.run_dir, name)
-            print(f"[eval] {name}: overall {summary['overall']:.3f}\n{summary['table']}", flush=True)
         barrier()
 
     def _write_rollout_table(self, metas: list[dict], rewards: np.ndarray, adv: torch.Tensor) -> None:

@@ -113,6 +113,9 @@ class ShapesEvalConfig:
     """Evaluation sampler (MMaDA README: MaskGIT, 15 steps, w = 3.5)."""
     seed: int = field(default=1234, metadata=rng(ge=0))
     """Seed of evaluation sampling (fixed so base and trained models see the same noise)."""
+    train_prompts_per_tag: int = field(default=0, metadata=rng(ge=0))
+    """Also score this many training captions per tag (a seeded pick; ``<name>_train.json``): whether RL learned
+    what it was trained on, next to whether it generalises to the held-out captions. 0 = held-out only."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,9 @@ class PromptConfig:
     """'backbone' = the backbone's own training prompts (ShapesWorld), or a JSONL file of GenEval-style metadata."""
     per_round: int = field(default=8, metadata=rng(ge=1))
     """P: prompts per round over all ranks (must divide by the number of ranks)."""
+    order: Literal["uniform", "tag"] = "uniform"
+    """'uniform' = each prompt once per epoch; 'tag' = GenEval tags take turns, each with its own shuffled prompts
+    (for lists dominated by one tag; ShapesWorld's training captions are 84% color_attr). maskgrpo/prompts.py."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,17 @@ from maskgrpo.config.schema import ShapesEvalConfig
 from maskgrpo.toy.shapes_eval import ShapesEvaluator, format_table
 
 
+def train_prompt_pick(prompts: list[dict], per_tag: int, seed: int) -> list[dict]:
+    """``per_tag`` captions of every tag (all of a tag with fewer), a seeded pick in tag order: the fixed
+    in-distribution set of ``eval.train_prompts_per_tag``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for tag in sorted({m["tag"] for m in prompts}):
+        pool = [m for m in prompts if m["tag"] == tag]
+        out += [pool[i] for i in sorted(rng.permutation(len(pool))[:per_tag])]
+    return out
+
+
 def evaluate_shapes(backbone, prompts: list[dict], cfg: ShapesEvalConfig, desc: str | None = None) -> dict:
     """Generate ``cfg.samples_per_prompt`` images per metadata entry and score them (GenEval table + partial credit).
 

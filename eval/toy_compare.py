@@ -1,0 +1,279 @@
+"""The ShapesWorld comparison study (``bash launch/toy_compare.sh``): every method, several seeds, one table.
+
+Same base model (cache/toy_base), same prompt stream, rollouts and optimizer steps for every method; only
+the method's own config section differs. Per seed s, every run (and the base) is evaluated with eval seed
+1234 + s, so a method's "delta vs base" is paired: the same held-out prompts and sampler noise before and after.
+
+    python -m eval.toy_compare [--quick] [--seeds 0 1 2] [--jobs 2] [--methods NAME ...] [--out DIR] [KEY=VALUE ...]
+
+Writes under ``--out`` (default runs/toy_compare, or runs/toy_compare_quick):
+
+    base/seed<s>/eval_before.json      the base model's ShapesEval with eval seed 1234 + s
+    <method>/seed<s>/                  a normal run directory (metrics.jsonl, eval_before/after.json, final/...)
+    <method>/seed<s>.log               its console output;  <method>/seed<s>.wall  its wall seconds
+    study.md / study.json              the table: six tags + overall (mean ± std over seeds), delta vs base,
+                                       wall seconds and model forwards per run
+    reward_curves.png                  training reward per round, mean ± std band over seeds (eval.compare.plot_curves)
+
+Finished runs (eval_after.json present) are kept, interrupted ones resume from their last checkpoint, so running the
+same command again only does what is missing. ``--jobs`` runs share the cores (OMP_NUM_THREADS = cores // jobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eval.compare import load_run, plot_curves
+from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    config: str
+    note: str
+
+
+METHODS: dict[str, Method] = {m.label: m for m in (
+    Method("MaskGRPO", "configs/toy_maskgrpo.yaml", "random re-masking, ratio increasing with m"),
+    Method("UniGRPO", "configs/toy_unigrpo.yaml", "random re-masking, ratio ~ U(0, 1)"),
+    Method("TraceGRPO", "configs/toy_tracegrpo.yaml", "trajectory contexts (study: trace.shrink 3)"),
+    Method("HT-GRPO", "configs/toy_htgrpo.yaml", "fully masked shared context, 2:4:2, credit 1.2/0.8, p down"),
+    Method("HT no credit", "configs/ablations/no_credit.yaml", "w_s = w_r = 1"),
+    Method("HT single-stage", "configs/ablations/single_stage_global.yaml", "budgets 8:0:0"),
+    Method("HT two-stage", "configs/ablations/two_stage_no_refine.yaml", "budgets 2:6:0"),
+    Method("HT revealed structure", "configs/ablations/revealed_structure.yaml", "A5: per-rollout context"),
+    Method("HT constant p=1", "configs/ablations/schedule_constant.yaml", "every stage token in the loss"),
+    Method("HT up schedule", "configs/ablations/schedule_up.yaml", "p rises within each stage"),
+)}  # fmt: skip
+"""The study's methods, in table order; the base model is the first row."""
+
+METHOD_OVERRIDES: dict[str, list[str]] = {"TraceGRPO": ["trace.shrink=3"]}
+"""Per-method study settings: TraceGRPO with one context per 3 sampler steps (4 forwards per rollout per update
+instead of 12) keeps the study within its hour; everything else is the method's config as shipped."""
+
+STUDY = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=8", "eval.train_prompts_per_tag=4"]
+"""The study's size (on top of each method's toy config): 30 rounds of 4 prompts x 8 rollouts, mu = 8 (240
+optimizer steps, 960 rollouts per run); ShapesEval with 8 images per held-out caption and 4 training captions per
+tag. About an hour for 10 methods x 3 seeds on a 2-core machine."""
+
+QUICK = ["rl.rounds=3", "prompts.per_round=4", "rl.group_size=4", "eval.samples_per_prompt=2",
+         "eval.train_prompts_per_tag=1", "checkpoint.every=0", "log.image_every=0"]  # fmt: skip
+"""--quick: 3 rounds of 4 prompts x 4 rollouts, 2 eval images per caption, one seed (a few minutes)."""
+
+EVAL_KEYS = (*GENEVAL_TAGS, "overall")
+ROW_KEYS = (*EVAL_KEYS, "partial_mean")  # partial_mean: the clipped partial credit, i.e. the RL reward, held out
+BASE_SEED = 1234
+
+
+def slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
+
+
+def resolved_config(method: Method, overrides: list[str]):
+    from maskgrpo.config.loader import load_config
+    from maskgrpo.config.schema import TrainRun
+
+    return load_config(TrainRun, method.config, overrides)
+
+
+def base_eval_command(py: str, cfg, seed: int, out: Path) -> list[str]:
+    """eval.shapes_eval on the run's base model with the run's eval settings and eval seed."""
+    ev = cfg.eval
+    cmd = [py, "-m", "eval.shapes_eval", "--backbone", cfg.backbone.name, "--model-path", str(cfg.backbone.path),
+           "--sampler", ev.sampler.name, "--steps", str(ev.sampler.num_steps), "--cfg", str(ev.sampler.cfg_scale),
+           "--samples", str(ev.samples_per_prompt), "--batch-size", str(ev.batch_size), "--seed", str(seed),
+           "--out", str(out), "--name", "eval_before", "--grid-prompts", "0",
+           "--train-prompts-per-tag", str(ev.train_prompts_per_tag)]  # fmt: skip
+    for k, v in ev.sampler.options.items():
+        cmd += ["--sampler-option", f"{k}={json.dumps(v)}"]
+    return cmd
+
+
+def run_job(cmd: list[str], log: Path, threads: int) -> float:
+    """Run one command with ``threads`` OpenMP threads, console to ``log``; returns wall seconds; raises on failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with log.open("a") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    if rc != 0:
+        raise RuntimeError(f"exit {rc}: {' '.join(cmd)} (see {log})")
+    return time.perf_counter() - t0
+
+
+def total_forwards(metrics: Path) -> int:
+    """Sum over rounds of every ``perf/forwards_*`` counter (model input rows through the network)."""
+    total = 0
+    for line in metrics.read_text().splitlines():
+        if line.strip():
+            total += sum(int(v) for k, v in json.loads(line).items() if k.startswith("perf/forwards_"))
+    return total
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
+
+
+def fmt(stats: tuple[float, float], signed: bool = False) -> str:
+    mean, std = stats
+    s = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return s if math.isnan(std) else f"{s} ± {std:.3f}"
+
+
+def study_table(rows: dict[str, dict]) -> str:
+    """Markdown: one row per method; cells mean ± std over seeds."""
+    head = ["method", *EVAL_KEYS, "Δ overall vs base", "partial credit", "Δ partial vs base",
+            "training captions overall", "Δ vs base", "train reward, last 5", "wall s / run",
+            "forwards / run"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    for label, r in rows.items():
+        cells = [fmt(r[k]) for k in EVAL_KEYS]
+        cells[-1] = f"**{cells[-1]}**"
+        cells.append(fmt(r["delta"], signed=True) if "delta" in r else "-")
+        cells.append(fmt(r["partial_mean"]))
+        cells.append(fmt(r["delta_partial"], signed=True) if "delta_partial" in r else "-")
+        cells.append(fmt(r["train"]) if "train" in r else "-")
+        cells.append(fmt(r["delta_train"], signed=True) if "delta_train" in r else "-")
+        cells.append(fmt(r["reward_last"]) if "reward_last" in r else "-")
+        cells.append(f"{r['wall'][0]:.0f}" if "wall" in r else "-")
+        cells.append(f"{r['forwards'] / 1e3:.0f} k" if "forwards" in r else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def collect(out: Path, methods: list[Method], seeds: list[int]) -> tuple[dict, dict]:
+    """Per-method numbers over seeds (table rows) and loaded runs (curves)."""
+
+    def load(d: Path, name: str) -> dict | None:
+        f = d / name
+        return json.loads(f.read_text()) if f.is_file() else None
+
+    base = {s: load(out / "base" / f"seed{s}", "eval_before.json") for s in seeds}
+    base_train = {s: load(out / "base" / f"seed{s}", "eval_before_train.json") for s in seeds}
+    rows: dict[str, dict] = {"base": {k: mean_std([base[s][k] for s in seeds]) for k in ROW_KEYS}}
+    if all(base_train.values()):
+        rows["base"]["train"] = mean_std([base_train[s]["overall"] for s in seeds])
+    curves: dict[str, list[dict]] = {}
+    for m in methods:
+        dirs = [out / slug(m.label) / f"seed{s}" for s in seeds]
+        after = [json.loads((d / "eval_after.json").read_text()) for d in dirs]
+        row = {k: mean_std([a[k] for a in after]) for k in ROW_KEYS}
+        row["delta"] = mean_std([a["overall"] - base[s]["overall"] for a, s in zip(after, seeds)])
+        row["delta_partial"] = mean_std([a["partial_mean"] - base[s]["partial_mean"] for a, s in zip(after, seeds)])
+        train = [load(d, "eval_after_train.json") for d in dirs]
+        if all(train) and all(base_train.values()):
+            row["train"] = mean_std([t["overall"] for t in train])
+            row["delta_train"] = mean_std([t["overall"] - base_train[s]["overall"] for t, s in zip(train, seeds)])
+        runs = [load_run(d) for d in dirs]
+        row["reward_last"] = mean_std([float(r["reward"][-5:].mean()) for r in runs])
+        row["wall"] = mean_std([float((d.parent / f"{d.name}.wall").read_text()) for d in dirs])
+        row["forwards"] = float(np.mean([total_forwards(d / "metrics.jsonl") for d in dirs]))
+        rows[m.label], curves[m.label] = row, runs
+    return rows, curves
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. rl.rounds=10")
+    ap.add_argument("--quick", action="store_true", help="small version: " + " ".join(QUICK) + ", seed 0")
+    # without --quick every run gets STUDY's settings; later KEY=VALUE arguments override both
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="run seeds (default 0 1 2; --quick: 0)")
+    ap.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="NAME",
+                    help=f"subset of methods (default all): {', '.join(METHODS)}")  # fmt: skip
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once (default 2; threads per run = cores // jobs)")
+    ap.add_argument("--out", default=None, help="output folder (default runs/toy_compare[_quick])")
+    args = ap.parse_args(argv)
+    seeds = args.seeds or [0]
+    if not args.quick and args.seeds is None:
+        seeds = [0, 1, 2]
+    overrides = (QUICK if args.quick else STUDY) + list(args.overrides)
+    out = Path(args.out or ("runs/toy_compare_quick" if args.quick else "runs/toy_compare"))
+    methods = [METHODS[n] for n in (args.methods or METHODS)]
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    py = sys.executable
+
+    from tqdm import tqdm
+
+    # 1. the base model's evaluation, once per eval seed
+    cfg0 = resolved_config(methods[0], overrides)
+    base_jobs = [s for s in seeds if not (out / "base" / f"seed{s}" / "eval_before.json").is_file()]
+    # 2. every (method, seed) run that has not finished, longest first so the pool packs well
+    jobs = []
+    for m in methods:
+        for s in seeds:
+            d = out / slug(m.label) / f"seed{s}"
+            if (d / "eval_after.json").is_file():
+                continue
+            seeded = [f"run.seed={s}", f"eval.seed={BASE_SEED + s}", f"run.output_dir={d}", "run.wandb_mode=disabled"]
+            cmd = [py, "-m", "maskgrpo.train", "--config", m.config, *overrides, *METHOD_OVERRIDES.get(m.label, []),
+                   *seeded]  # fmt: skip
+            if (d / "checkpoints").is_dir():
+                cmd.append("--resume")
+            jobs.append((m, s, d, cmd))
+    order = {"TraceGRPO": 0, "MaskGRPO": 1, "UniGRPO": 1, "HT revealed structure": 2}
+    jobs.sort(key=lambda j: order.get(j[0].label, 3))
+    print(f"[compare] {len(methods)} methods x seeds {seeds}: {len(jobs)} runs to do, {args.jobs} at a time, "
+          f"{threads} thread(s) each -> {out}", flush=True)  # fmt: skip
+
+    def base_job(s: int) -> None:
+        d = out / "base" / f"seed{s}"
+        run_job(base_eval_command(py, cfg0, BASE_SEED + s, d), out / "base" / f"seed{s}.log", threads)
+
+    def train_job(job) -> None:
+        m, s, d, cmd = job
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("eval_before.json", "eval_before_train.json"):  # same model and eval settings: reuse the base's
+            base = out / "base" / f"seed{s}" / name
+            if base.is_file() and not (d / name).is_file():
+                shutil.copy(base, d / name)
+        wall = run_job(cmd, d.parent / f"seed{s}.log", threads)
+        (d.parent / f"seed{s}.wall").write_text(f"{wall:.1f}\n")  # a resumed run: the attempt that finished
+
+    with ThreadPoolExecutor(args.jobs) as pool, tqdm(total=len(base_jobs) + len(jobs), desc="study runs") as bar:
+        for _ in pool.map(lambda s: (base_job(s), bar.update()), base_jobs):
+            pass
+        for _ in pool.map(lambda j: (train_job(j), bar.update()), jobs):
+            pass
+
+    rows, curves = collect(out, methods, seeds)
+    table = study_table(rows)
+    command = "python -m eval.toy_compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = (f"ShapesWorld study: {len(seeds)} seed(s) {seeds}, held-out ShapesEval (mean ± std over seeds; Δ is "
+              f"paired per eval seed). Commit {git_commit()}; command `{command.strip()}`; overrides "
+              f"{overrides or 'none'}.\n\n")  # fmt: skip
+    (out / "study.md").write_text(header + table + "\n")
+    strict = {m: {k: [None if isinstance(x, float) and math.isnan(x) else x for x in np.atleast_1d(v).tolist()]
+                  for k, v in r.items()} for m, r in rows.items()}  # fmt: skip
+    (out / "study.json").write_text(json.dumps({"seeds": seeds, "overrides": overrides, "rows": strict}, indent=1))
+    plot_curves(curves, out / "reward_curves.png", smooth=3)
+    print(header + table)
+    print(f"\nwrote {out / 'study.md'}, {out / 'study.json'}, {out / 'reward_curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
