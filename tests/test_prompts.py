@@ -47,3 +47,12 @@ def test_orders_are_registered_and_untagged_prompts_form_one_tag():
     assert s.tags == [""] and sorted(names(s.take(0, 2))) == ["x", "y"]
     with pytest.raises(ValueError, match="empty"):
         TagBalancedStream([], seed=0)
+
+
+def test_train_prompt_pick_takes_per_tag_captions_seeded():
+    from maskgrpo.toy.evaluate import train_prompt_pick
+
+    picked = train_prompt_pick(PROMPTS, per_tag=2, seed=1)
+    assert [m["tag"] for m in picked] == ["a", "a", "b", "b", "c"]  # a tag with fewer gives all it has
+    assert names(picked) == names(train_prompt_pick(PROMPTS, per_tag=2, seed=1))
+    assert {tuple(names(train_prompt_pick(PROMPTS, 2, s))[:2]) for s in range(6)} != {tuple(names(picked)[:2])}

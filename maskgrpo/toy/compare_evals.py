@@ -27,6 +27,11 @@ def main() -> None:
     before, after = (json.loads(f.read_text()) for f in files)
     print(f"Held-out ShapesEval, {after.get('num_images', '?')} images ({run}):")
     print(before_after_table(before, after))
+    train = [run / "eval_before_train.json", run / "eval_after_train.json"]  # eval.train_prompts_per_tag > 0
+    if all(f.is_file() for f in train):
+        before, after = (json.loads(f.read_text()) for f in train)
+        print(f"\nShapesEval on training captions (in-distribution), {after.get('num_images', '?')} images:")
+        print(before_after_table(before, after))
 
 
 if __name__ == "__main__":
