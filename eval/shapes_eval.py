@@ -10,8 +10,9 @@ writes, under ``--out`` (default: the run directory for ``--checkpoint``, the ba
     <name>_<tag>.png         per tag: one row per prompt, its samples side by side (up to --grid-prompts rows)
     <name>_<tag>.txt         the prompts of those rows and each sample's verdict (1 correct, 0 wrong)
 
-Defaults match the training-time evaluation (MaskGIT, 15 steps, w = 3.5, 4 samples, seed 1234), so a base and a
-trained model see the same noise. A base model: ``--backbone shapes --model-path cache/toy_base``.
+Defaults are MMaDA's README setting (MaskGIT, 15 steps, w = 3.5), 4 samples, seed 1234; the toy configs' own
+evaluation is ``--sampler emerge --steps 12 --cfg 3.5 --samples 16 --train-prompts-per-tag 6``. Keep the seed fixed
+so a base and a trained model see the same noise. A base model: ``--backbone shapes --model-path cache/toy_base``.
 """
 
 from __future__ import annotations
