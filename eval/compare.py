@@ -62,31 +62,33 @@ def load_run(run_dir: str | Path) -> dict:
     }
 
 
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
-    """(mean, sample std with ddof = 1 (NaN for n = 1), n) of the finite values."""
+def mean_std(values: list[float | None]) -> tuple[float, float, int]:
+    """(mean, sample std with ddof = 1 (NaN for n = 1), n) of the finite values (None skipped)."""
     v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if len(v) == 0:
         return math.nan, math.nan, 0
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
 
 
-def _fmt(stats: tuple[float, float, int], digits: int = 3) -> str:
+def fmt_stats(stats: tuple[float, float, int], digits: int = 3, signed: bool = False) -> str:
+    """``mean ± std`` of a :func:`mean_std` triple; the mean alone for n = 1, "-" for n = 0."""
     mean, std, n = stats
     if n == 0:
         return "-"
-    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    m = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    return m if n == 1 else f"{m} ± {std:.{digits}f}"
 
 
 def column(runs: list[dict], last: int) -> dict:
     """The numbers of one table column (one run, or a group of runs): each entry is (mean, std, n) over runs."""
     col: dict = {
         "runs": [r["dir"] for r in runs],
-        "rounds": _mean_std([float(r["rounds"][-1]) for r in runs]),
-        "final_reward": _mean_std([float(r["reward"][-last:].mean()) for r in runs]),
+        "rounds": mean_std([float(r["rounds"][-1]) for r in runs]),
+        "final_reward": mean_std([float(r["reward"][-last:].mean()) for r in runs]),
     }
     for key in EVAL_KEYS:
         for name in ("before", "after"):
-            col[f"{key}/{name}"] = _mean_std([r[name][key] if r[name] and key in r[name] else None for r in runs])
+            col[f"{key}/{name}"] = mean_std([r[name][key] if r[name] and key in r[name] else None for r in runs])
     return col
 
 
@@ -94,12 +96,12 @@ def markdown_table(labels: list[str], cols: list[dict], last: int) -> str:
     """Rows = metrics, one column per label."""
     reward_row = "final reward/mean" if last == 1 else f"reward/mean, last {last} rounds"
     lines = ["| metric | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
-    lines.append("| rounds | " + " | ".join(_fmt(c["rounds"], digits=0) for c in cols) + " |")
-    lines.append(f"| {reward_row} | " + " | ".join(_fmt(c["final_reward"]) for c in cols) + " |")
+    lines.append("| rounds | " + " | ".join(fmt_stats(c["rounds"], digits=0) for c in cols) + " |")
+    lines.append(f"| {reward_row} | " + " | ".join(fmt_stats(c["final_reward"]) for c in cols) + " |")
     for key in EVAL_KEYS:
         if all(c[f"{key}/before"][2] == 0 and c[f"{key}/after"][2] == 0 for c in cols):
             continue
-        cells = [f"{_fmt(c[f'{key}/before'])} → {_fmt(c[f'{key}/after'])}" for c in cols]
+        cells = [f"{fmt_stats(c[f'{key}/before'])} → {fmt_stats(c[f'{key}/after'])}" for c in cols]
         name = f"**{key}**" if key == "overall" else key
         lines.append(f"| {name} (before → after) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -139,14 +141,16 @@ def plot_curves(groups: dict[str, list[dict]], path: Path, smooth: int = 1) -> N
     plt.close(fig)
 
 
-def _jsonable(cols: dict) -> dict:
-    """(mean, std, n) tuples -> {"mean", "std", "n"} with NaN -> null, so compare.json is strict JSON."""
+def jsonable_stats(cols: dict) -> dict:
+    """(mean, std, n) tuples -> {"mean", "std", "n"} with NaN -> null (strict JSON); other values (run lists) kept."""
 
     def num(x: float) -> float | None:
         return None if math.isnan(x) else x
 
     return {
-        label: {k: v if k == "runs" else {"mean": num(v[0]), "std": num(v[1]), "n": v[2]} for k, v in col.items()}
+        label: {
+            k: {"mean": num(v[0]), "std": num(v[1]), "n": v[2]} if isinstance(v, tuple) else v for k, v in col.items()
+        }  # fmt: skip
         for label, col in cols.items()
     }
 
@@ -172,7 +176,7 @@ def compare(run_dirs: list[str], labels: list[str] | None, group: bool, out: Pat
     table = markdown_table(list(groups), cols, last)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(table + "\n")
-    (out / "compare.json").write_text(json.dumps(_jsonable(dict(zip(groups, cols))), indent=1) + "\n")
+    (out / "compare.json").write_text(json.dumps(jsonable_stats(dict(zip(groups, cols))), indent=1) + "\n")
     plot_curves(groups, out / "reward_curves.png", smooth)
     return table
 

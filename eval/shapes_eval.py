@@ -33,7 +33,7 @@ from eval.common import (
 )
 from maskgrpo.config.schema import ShapesEvalConfig
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
-from maskgrpo.toy.evaluate import evaluate_shapes, sample_grid, train_prompt_pick, write_eval
+from maskgrpo.toy.evaluate import eval_prompt_sets, evaluate_shapes, sample_grid, write_eval
 
 
 def write_tag_grids(summary: dict, out: Path, name: str, samples: int, max_prompts: int) -> list[Path]:
@@ -73,24 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     if not prompts:
         raise SystemExit("error: this backbone has no held-out ShapesEval prompts (eval_prompts); ShapesEval is for "
                          "ShapesWorld models, use eval.geneval_generate for real ones")  # fmt: skip
-    cfg = ShapesEvalConfig(samples_per_prompt=args.samples, batch_size=args.batch_size,
-                           sampler=sampler_config(args), seed=args.seed)  # fmt: skip
+    cfg = ShapesEvalConfig(samples_per_prompt=args.samples, batch_size=args.batch_size, sampler=sampler_config(args),
+                           seed=args.seed, train_prompts_per_tag=args.train_prompts_per_tag)  # fmt: skip
     if args.out is not None:
         out = Path(args.out)
     elif args.checkpoint:
         out = resolve_final_dir(args.checkpoint).parent
     else:
         out = Path(args.model_path)
-    summary = evaluate_shapes(backbone, prompts, cfg, desc=f"ShapesEval ({len(prompts)} prompts x {args.samples})")
-    summary["config"] = {**describe_model(args), "samples": args.samples, "seed": args.seed,
-                         "sampler": sampler_record(cfg.sampler)}  # fmt: skip
-    write_eval(summary, out, args.name)
-    if args.train_prompts_per_tag:
-        picked = train_prompt_pick(backbone.train_prompts, args.train_prompts_per_tag, args.seed)
-        train = evaluate_shapes(backbone, picked, cfg, desc=f"ShapesEval (training captions, {len(picked)})")
-        train["config"] = {**summary["config"], "train_prompts_per_tag": args.train_prompts_per_tag}
-        write_eval(train, out, f"{args.name}_train")
-        print(f"training captions ({len(picked)} x {args.samples}): overall {train['overall']:.3f}")
+    record = {**describe_model(args), "samples": args.samples, "seed": args.seed,
+              "sampler": sampler_record(cfg.sampler), "train_prompts_per_tag": args.train_prompts_per_tag}  # fmt: skip
+    for suffix, captions in eval_prompt_sets(backbone, cfg).items():  # held-out, then the training-caption pick
+        desc = f"ShapesEval{suffix} ({len(captions)} x {args.samples})"
+        result = evaluate_shapes(backbone, captions, cfg, desc=desc)
+        result["config"] = record
+        write_eval(result, out, args.name + suffix)
+        if suffix:
+            print(f"training captions ({len(captions)} x {args.samples}): overall {result['overall']:.3f}")
+        else:
+            summary = result
     grids = write_tag_grids(summary, out, args.name, args.samples, args.grid_prompts)
     print(f"ShapesEval: {len(prompts)} held-out prompts x {args.samples} samples = {summary['num_images']} images")
     print(summary["table"])

@@ -10,7 +10,8 @@ Writes under ``--out`` (default runs/toy_compare, or runs/toy_compare_quick):
 
     base/seed<s>/eval_before.json      the base model's ShapesEval with eval seed 1234 + s
     <method>/seed<s>/                  a normal run directory (metrics.jsonl, eval_before/after.json, final/...)
-    <method>/seed<s>.log               its console output;  <method>/seed<s>.wall  its wall seconds
+    <method>/seed<s>.log               its console output;  <method>/seed<s>.wall  its wall seconds;
+    <method>/seed<s>.commit            the commit it was made with (the table header lists them)
     study.md / study.json              the table: six tags + overall (mean ± std over seeds), delta vs base,
                                        wall seconds and model forwards per run
     reward_curves.png                  training reward per round, mean ± std band over seeds (eval.compare.plot_curves)
@@ -33,9 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from eval.compare import load_run, plot_curves
+from eval.compare import fmt_stats, jsonable_stats, load_run, mean_std, plot_curves
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 
 
@@ -44,25 +43,27 @@ class Method:
     label: str
     config: str
     note: str
+    """One line for the legend under the study table."""
+    overrides: tuple[str, ...] = ()
+    """Study-only settings of this method (on top of its config and STUDY)."""
+    cost: int = 1
+    """Relative run time, for scheduling the longest runs first (the pool then packs well)."""
 
 
 METHODS: dict[str, Method] = {m.label: m for m in (
-    Method("MaskGRPO", "configs/toy_maskgrpo.yaml", "random re-masking, ratio increasing with m"),
-    Method("UniGRPO", "configs/toy_unigrpo.yaml", "random re-masking, ratio ~ U(0, 1)"),
-    Method("TraceGRPO", "configs/toy_tracegrpo.yaml", "trajectory contexts (study: trace.shrink 3)"),
+    Method("MaskGRPO", "configs/toy_maskgrpo.yaml", "random re-masking, ratio increasing with m", cost=2),
+    Method("UniGRPO", "configs/toy_unigrpo.yaml", "random re-masking, ratio ~ U(0, 1)", cost=2),
+    # one context per 3 sampler steps: 4 forwards per rollout per update instead of 12, to fit the hour
+    Method("TraceGRPO", "configs/toy_tracegrpo.yaml", "trajectory contexts, trace.shrink 3", ("trace.shrink=3",), 4),
     Method("HT-GRPO", "configs/toy_htgrpo.yaml", "fully masked shared context, 2:4:2, credit 1.2/0.8, p down"),
     Method("HT no credit", "configs/ablations/no_credit.yaml", "w_s = w_r = 1"),
     Method("HT single-stage", "configs/ablations/single_stage_global.yaml", "budgets 8:0:0"),
     Method("HT two-stage", "configs/ablations/two_stage_no_refine.yaml", "budgets 2:6:0"),
-    Method("HT revealed structure", "configs/ablations/revealed_structure.yaml", "A5: per-rollout context"),
+    Method("HT revealed structure", "configs/ablations/revealed_structure.yaml", "A5: per-rollout context", cost=2),
     Method("HT constant p=1", "configs/ablations/schedule_constant.yaml", "every stage token in the loss"),
     Method("HT up schedule", "configs/ablations/schedule_up.yaml", "p rises within each stage"),
 )}  # fmt: skip
 """The study's methods, in table order; the base model is the first row."""
-
-METHOD_OVERRIDES: dict[str, list[str]] = {"TraceGRPO": ["trace.shrink=3"]}
-"""Per-method study settings: TraceGRPO with one context per 3 sampler steps (4 forwards per rollout per update
-instead of 12) keeps the study within its hour; everything else is the method's config as shipped."""
 
 STUDY = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=8", "eval.train_prompts_per_tag=4"]
 """The study's size (on top of each method's toy config): 30 rounds of 4 prompts x 8 rollouts, mu = 8 (240
@@ -123,34 +124,24 @@ def total_forwards(metrics: Path) -> int:
     return total
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
-
-
-def fmt(stats: tuple[float, float], signed: bool = False) -> str:
-    mean, std = stats
-    s = f"{mean:+.3f}" if signed else f"{mean:.3f}"
-    return s if math.isnan(std) else f"{s} ± {std:.3f}"
-
-
 def study_table(rows: dict[str, dict]) -> str:
     """Markdown: one row per method; cells mean ± std over seeds."""
     head = ["method", *EVAL_KEYS, "Δ overall vs base", "partial credit", "Δ partial vs base",
             "training captions overall", "Δ vs base", "train reward, last 5", "wall s / run",
             "forwards / run"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    none = (math.nan, math.nan, 0)  # fmt_stats prints "-"
     for label, r in rows.items():
-        cells = [fmt(r[k]) for k in EVAL_KEYS]
+        cells = [fmt_stats(r[k]) for k in EVAL_KEYS]
         cells[-1] = f"**{cells[-1]}**"
-        cells.append(fmt(r["delta"], signed=True) if "delta" in r else "-")
-        cells.append(fmt(r["partial_mean"]))
-        cells.append(fmt(r["delta_partial"], signed=True) if "delta_partial" in r else "-")
-        cells.append(fmt(r["train"]) if "train" in r else "-")
-        cells.append(fmt(r["delta_train"], signed=True) if "delta_train" in r else "-")
-        cells.append(fmt(r["reward_last"]) if "reward_last" in r else "-")
+        cells.append(fmt_stats(r.get("delta", none), signed=True))
+        cells.append(fmt_stats(r["partial_mean"]))
+        cells.append(fmt_stats(r.get("delta_partial", none), signed=True))
+        cells.append(fmt_stats(r.get("train", none)))
+        cells.append(fmt_stats(r.get("delta_train", none), signed=True))
+        cells.append(fmt_stats(r.get("reward_last", none)))
         cells.append(f"{r['wall'][0]:.0f}" if "wall" in r else "-")
-        cells.append(f"{r['forwards'] / 1e3:.0f} k" if "forwards" in r else "-")
+        cells.append(f"{r['forwards'][0] / 1e3:.0f} k" if "forwards" in r else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -181,7 +172,7 @@ def collect(out: Path, methods: list[Method], seeds: list[int]) -> tuple[dict, d
         runs = [load_run(d) for d in dirs]
         row["reward_last"] = mean_std([float(r["reward"][-5:].mean()) for r in runs])
         row["wall"] = mean_std([float((d.parent / f"{d.name}.wall").read_text()) for d in dirs])
-        row["forwards"] = float(np.mean([total_forwards(d / "metrics.jsonl") for d in dirs]))
+        row["forwards"] = mean_std([float(total_forwards(d / "metrics.jsonl")) for d in dirs])
         rows[m.label], curves[m.label] = row, runs
     return rows, curves
 
@@ -215,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = [METHODS[n] for n in (args.methods or METHODS)]
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     py = sys.executable
-    commit = git_commit()  # the code the runs use (read now: a commit made while the study runs is not theirs)
+    commit = git_commit()  # read now: a commit made while the study runs is not the one its runs used
 
     from tqdm import tqdm
 
@@ -230,13 +221,11 @@ def main(argv: list[str] | None = None) -> int:
             if (d / "eval_after.json").is_file():
                 continue
             seeded = [f"run.seed={s}", f"eval.seed={BASE_SEED + s}", f"run.output_dir={d}", "run.wandb_mode=disabled"]
-            cmd = [py, "-m", "maskgrpo.train", "--config", m.config, *overrides, *METHOD_OVERRIDES.get(m.label, []),
-                   *seeded]  # fmt: skip
+            cmd = [py, "-m", "maskgrpo.train", "--config", m.config, *overrides, *m.overrides, *seeded]
             if (d / "checkpoints").is_dir():
                 cmd.append("--resume")
             jobs.append((m, s, d, cmd))
-    order = {"TraceGRPO": 0, "MaskGRPO": 1, "UniGRPO": 1, "HT revealed structure": 2}
-    jobs.sort(key=lambda j: order.get(j[0].label, 3))
+    jobs.sort(key=lambda j: -j[0].cost)  # stable: table order within one cost
     print(f"[compare] {len(methods)} methods x seeds {seeds}: {len(jobs)} runs to do, {args.jobs} at a time, "
           f"{threads} thread(s) each -> {out}", flush=True)  # fmt: skip
 
@@ -253,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(base, d / name)
         wall = run_job(cmd, d.parent / f"seed{s}.log", threads)
         (d.parent / f"seed{s}.wall").write_text(f"{wall:.1f}\n")  # a resumed run: the attempt that finished
+        (d.parent / f"seed{s}.commit").write_text(commit + "\n")  # the code this run was made with
 
     with ThreadPoolExecutor(args.jobs) as pool, tqdm(total=len(base_jobs) + len(jobs), desc="study runs") as bar:
         for _ in pool.map(lambda s: (base_job(s), bar.update()), base_jobs):
@@ -263,13 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     rows, curves = collect(out, methods, seeds)
     table = study_table(rows)
     command = "python -m eval.toy_compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    commits = sorted({(out / slug(m.label) / f"seed{s}.commit").read_text().strip() for m in methods for s in seeds})
     header = (f"ShapesWorld study: {len(seeds)} seed(s) {seeds}, held-out ShapesEval (mean ± std over seeds; Δ is "
-              f"paired per eval seed). Commit {commit}; command `{command.strip()}`; overrides "
-              f"{overrides or 'none'}.\n\n")  # fmt: skip
-    (out / "study.md").write_text(header + table + "\n")
-    strict = {m: {k: [None if isinstance(x, float) and math.isnan(x) else x for x in np.atleast_1d(v).tolist()]
-                  for k, v in r.items()} for m, r in rows.items()}  # fmt: skip
-    (out / "study.json").write_text(json.dumps({"seeds": seeds, "overrides": overrides, "rows": strict}, indent=1))
+              f"paired per eval seed). Runs made on commit {', '.join(commits)}; command `{command.strip()}`; "
+              f"overrides {overrides or 'none'}.\n\n")  # fmt: skip
+    legend = "\n".join(f"- {m.label}: `{m.config}`, {m.note}" for m in methods)
+    (out / "study.md").write_text(header + table + "\n\n" + legend + "\n")
+    (out / "study.json").write_text(json.dumps({"seeds": seeds, "overrides": overrides, "commits": commits,
+                                                "rows": jsonable_stats(rows)}, indent=1))  # fmt: skip
     plot_curves(curves, out / "reward_curves.png", smooth=3)
     print(header + table)
     print(f"\nwrote {out / 'study.md'}, {out / 'study.json'}, {out / 'reward_curves.png'}")

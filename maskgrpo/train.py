@@ -253,18 +253,14 @@ class Trainer:
         """Held-out ShapesEval with the current weights (every rank samples, so ZeRO-3 can gather; rank 0 writes)."""
         if self.cfg.eval is None or not getattr(self.backbone, "eval_prompts", None):
             return
-        from maskgrpo.toy.evaluate import evaluate_shapes, train_prompt_pick, write_eval
+        from maskgrpo.toy.evaluate import eval_prompt_sets, evaluate_shapes, write_eval
 
-        ev = self.cfg.eval
-        sets = {name: self.backbone.eval_prompts}
-        if ev.train_prompts_per_tag:
-            sets[f"{name}_train"] = train_prompt_pick(self.backbone.train_prompts, ev.train_prompts_per_tag, ev.seed)
+        sets = {name + suffix: p for suffix, p in eval_prompt_sets(self.backbone, self.cfg.eval).items()}
         todo = {f: p for f, p in sets.items() if not (self.run_dir / f"{f}.json").is_file()}  # a resumed run skips
         self.counter.phase = "eval"
         for file, prompts in todo.items():
-            summary = evaluate_shapes(
-                self.backbone, prompts, ev, desc=f"ShapesEval ({file})" if self.rank == 0 else None
-            )
+            desc = f"ShapesEval ({file})" if self.rank == 0 else None
+            summary = evaluate_shapes(self.backbone, prompts, self.cfg.eval, desc=desc)
             if self.rank == 0:
                 write_eval(summary, self.run_dir, file)
                 print(f"[eval] {file}: overall {summary['overall']:.3f}\n{summary['table']}", flush=True)

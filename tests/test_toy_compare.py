@@ -3,18 +3,19 @@
 import json
 import math
 
-from eval.toy_compare import METHODS, ROW_KEYS, fmt, main, slug, study_table, total_forwards
+from eval.compare import fmt_stats
+from eval.toy_compare import METHODS, ROW_KEYS, main, slug, study_table, total_forwards
 
 
 def test_table_cells_are_mean_std_and_delta_is_signed():
     rows = {
-        "base": {k: (0.25, 0.01) for k in ROW_KEYS},
+        "base": {k: (0.25, 0.01, 3) for k in ROW_KEYS},
         "X": {
-            **{k: (0.5, math.nan) for k in ROW_KEYS},
-            "delta": (-0.125, 0.05),
-            "reward_last": (0.3, 0.02),
-            "wall": (61.4, 2.0),
-            "forwards": 123456.0,
+            **{k: (0.5, math.nan, 1) for k in ROW_KEYS},
+            "delta": (-0.125, 0.05, 3),
+            "reward_last": (0.3, 0.02, 3),
+            "wall": (61.4, 2.0, 3),
+            "forwards": (123456.0, 0.0, 3),
         },  # fmt: skip
     }
     table = study_table(rows).splitlines()
@@ -22,7 +23,7 @@ def test_table_cells_are_mean_std_and_delta_is_signed():
     assert table[2] == ("| base | " + " | ".join(["0.250 ± 0.010"] * 6) + " | **0.250 ± 0.010** | - | 0.250 ± 0.010 |"
                         + " - |" * 6)  # fmt: skip
     assert table[3].endswith("| **0.500** | -0.125 ± 0.050 | 0.500 | - | - | - | 0.300 ± 0.020 | 61 | 123 k |")
-    assert fmt((0.1, 0.2), signed=True) == "+0.100 ± 0.200"
+    assert fmt_stats((0.1, 0.2, 2), signed=True) == "+0.100 ± 0.200" and fmt_stats((0.1, 0.2, 0)) == "-"
 
 
 def test_every_method_config_exists_and_slugs_are_distinct():
@@ -60,13 +61,16 @@ def test_quick_study_runs_two_methods_and_resumes_without_rework(toy_base_dir, t
     assert "| base |" in table and "| MaskGRPO |" in table and "| HT-GRPO |" in table
     rows = json.loads((out / "study.json").read_text())["rows"]
     # HT-GRPO shares one context per prompt: fewer forwards than the per-rollout baseline on the same rollouts
-    assert rows["HT-GRPO"]["forwards"][0] < rows["MaskGRPO"]["forwards"][0]
-    assert len(rows["base"]["train"]) == 2 and len(rows["HT-GRPO"]["delta_train"]) == 2  # training-caption columns
+    assert rows["HT-GRPO"]["forwards"]["mean"] < rows["MaskGRPO"]["forwards"]["mean"]
+    assert rows["base"]["train"]["n"] == 1 and rows["HT-GRPO"]["delta_train"]["n"] == 1  # training-caption columns
     for m in ("maskgrpo", "ht_grpo"):
         before = json.loads((out / m / "seed0" / "eval_before.json").read_text())
         assert before == json.loads((out / "base" / "seed0" / "eval_before.json").read_text())
         assert (out / m / "seed0" / "eval_after.json").is_file() and float((out / m / "seed0.wall").read_text()) > 0
     assert (out / "reward_curves.png").stat().st_size > 0
+    assert (out / "maskgrpo" / "seed0.commit").read_text().strip() in table  # header names the runs' commit
+    assert "- HT-GRPO: `configs/toy_htgrpo.yaml`" in table  # legend
+    assert [r["n"] for r in (rows["MaskGRPO"]["forwards"], rows["base"]["overall"])] == [1, 1]  # strict JSON
     capsys.readouterr()
     assert main(args) == 0
     assert "0 runs to do" in capsys.readouterr().out

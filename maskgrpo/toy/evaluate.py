@@ -25,6 +25,15 @@ def train_prompt_pick(prompts: list[dict], per_tag: int, seed: int) -> list[dict
     return out
 
 
+def eval_prompt_sets(backbone, cfg: ShapesEvalConfig) -> dict[str, list[dict]]:
+    """File-name suffix -> captions of one ShapesEval: ``""`` = the held-out captions, ``"_train"`` = the
+    ``cfg.train_prompts_per_tag`` pick of training captions (present only when that is > 0)."""
+    sets = {"": backbone.eval_prompts}
+    if cfg.train_prompts_per_tag:
+        sets["_train"] = train_prompt_pick(backbone.train_prompts, cfg.train_prompts_per_tag, cfg.seed)
+    return sets
+
+
 def evaluate_shapes(backbone, prompts: list[dict], cfg: ShapesEvalConfig, desc: str | None = None) -> dict:
     """Generate ``cfg.samples_per_prompt`` images per metadata entry and score them (GenEval table + partial credit).
 
