@@ -90,7 +90,7 @@ def resolve_final_dir(checkpoint: str | Path) -> Path:
 
 def load_backbone(args: argparse.Namespace) -> Any:
     """The backbone named by the model flags (see :func:`add_model_args`), on its device, in eval mode."""
-    from maskgrpo.backbones import BACKBONES
+    from maskgrpo.backbones.base import load_backbone as load_registered
     from maskgrpo.checkpoint import load_trained
 
     dtype = DTYPES[args.dtype]
@@ -101,7 +101,7 @@ def load_backbone(args: argparse.Namespace) -> Any:
         backbone = load_trained(resolve_final_dir(args.checkpoint), dtype=dtype, device=device)
     elif args.backbone and args.model_path:
         options = parse_key_values(args.backbone_option)
-        backbone = BACKBONES.get(args.backbone)(args.model_path, dtype=dtype, device=device, **options)
+        backbone = load_registered(args.backbone, args.model_path, dtype, device, options)  # RunError: one line
     else:
         raise SystemExit("error: give --checkpoint DIR, or --backbone NAME and --model-path DIR")
     backbone.model.eval()

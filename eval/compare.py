@@ -7,6 +7,10 @@ Each run directory holds ``metrics.jsonl`` (one JSON object per round with ``rou
     compare.md           the markdown table that is also printed (one column per run or per label group)
     compare.json         the numbers behind it
     reward_curves.png    reward/mean against round, one line per run; grouped: mean +/- std band over seeds
+    stage_metrics.png    HT-GRPO runs only: per round and stage (global / structure / refine), one panel per
+                         ``stage/<stage>/<metric>`` (loss, clip fraction, ratio mean / max, k3 KL, support fraction,
+                         mean credit weight, p): do the Structure updates move the policy more than the Refinement
+                         ones? Grouped runs: the mean over the group's runs.
 
 Rows: rounds, final reward (``reward/mean`` of the last round, or the mean of the last ``--last`` rounds), then
 each GenEval tag, ``overall`` and ``partial_mean`` as "before -> after". With ``--group-by-label`` runs sharing a
@@ -29,9 +33,15 @@ from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 EVAL_KEYS: tuple[str, ...] = (*GENEVAL_TAGS, "overall", "partial_mean")
 """Evaluation rows, in table order."""
 
+STAGES: tuple[str, ...] = ("global", "structure", "refine")
+STAGE_METRICS: tuple[str, ...] = ("loss", "clip_frac", "ratio_mean", "ratio_max", "kl_k3", "support_frac",
+                                  "mean_weight", "p")  # fmt: skip
+"""The ``stage/<stage>/<metric>`` keys an HT-GRPO run logs per round (htgrpo_patch/loss.py), in panel order."""
+
 
 def load_run(run_dir: str | Path) -> dict:
-    """``{"dir", "rounds": (R,) int, "reward": (R,), "reward_std": (R,), "before": dict|None, "after": dict|None}``.
+    """``{"dir", "rounds": (R,) int, "reward": (R,), "reward_std": (R,), "stage": {key: (R,)}, "before": dict|None,
+    "after": dict|None}``; ``stage`` holds every ``stage/*`` key the run logged (NaN in rounds without it).
 
     Lines are sorted by round; a round logged twice (a resumed run) keeps its last line.
     """
@@ -49,6 +59,7 @@ def load_run(run_dir: str | Path) -> dict:
     if not by_round:
         raise ValueError(f"{metrics} has no rounds yet")
     rounds = sorted(by_round)
+    stage_keys = sorted({k for rec in by_round.values() for k in rec if k.startswith("stage/")})
     evals = {}
     for name in ("before", "after"):
         f = d / f"eval_{name}.json"
@@ -58,6 +69,7 @@ def load_run(run_dir: str | Path) -> dict:
         "rounds": np.array(rounds),
         "reward": np.array([by_round[r]["reward/mean"] for r in rounds], dtype=np.float64),
         "reward_std": np.array([by_round[r].get("reward/std", math.nan) for r in rounds], dtype=np.float64),
+        "stage": {k: np.array([by_round[r].get(k, math.nan) for r in rounds], dtype=np.float64) for k in stage_keys},
         **evals,
     }
 
@@ -108,37 +120,47 @@ def markdown_table(labels: list[str], cols: list[dict], last: int) -> str:
 
 
 def plot_curves(groups: dict[str, list[dict]], path: Path, smooth: int = 1) -> None:
-    """reward/mean against round: one line per run, or per group the mean with a +/- std band over its runs."""
+    """reward/mean against round: per group the mean over its runs with a +/- std band (eval.study_stats)."""
+    from eval.study_stats import plot_metric_curves
+
+    curves = {label: [(r["rounds"], r["reward"]) for r in runs] for label, runs in groups.items()}
+    plot_metric_curves(curves, path, "reward/mean", smooth)
+
+
+def plot_stages(groups: dict[str, list[dict]], path: Path) -> bool:
+    """One panel per stage metric, one line per (group, stage) against round (a group's runs averaged over the
+    rounds all of them reached). Returns False, writing nothing, when no run logged ``stage/*`` keys."""
+    if not any(r["stage"] for runs in groups.values() for r in runs):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def smoothed(y: np.ndarray) -> np.ndarray:
-        if smooth <= 1 or len(y) < smooth:
-            return y
-        return np.convolve(y, np.ones(smooth) / smooth, mode="valid")  # (R - smooth + 1,)
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, runs in groups.items():
-        if len(runs) == 1:
-            x, y = runs[0]["rounds"], smoothed(runs[0]["reward"])
-            ax.plot(x[len(x) - len(y) :], y, label=label)
-            continue
-        common = sorted(set.intersection(*(set(r["rounds"].tolist()) for r in runs)))
-        ys = np.stack([smoothed(r["reward"][np.isin(r["rounds"], common)]) for r in runs])  # (n_runs, R')
-        x = np.array(common)[len(common) - ys.shape[1] :]
-        mean, std = ys.mean(0), ys.std(0, ddof=1)
-        (line,) = ax.plot(x, mean, label=f"{label} (n={len(runs)})")
-        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("round")
-    ax.set_ylabel("reward/mean" + (f" (moving average {smooth})" if smooth > 1 else ""))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    colours = {"global": "tab:gray", "structure": "tab:blue", "refine": "tab:orange"}
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(2, 4, figsize=(15, 6.5), sharex=True)
+    for ax, metric in zip(axes.flat, STAGE_METRICS):
+        for i, (label, runs) in enumerate(groups.items()):
+            common = sorted(set.intersection(*(set(r["rounds"].tolist()) for r in runs)))
+            for stage in STAGES:
+                key = f"stage/{stage}/{metric}"
+                if not all(key in r["stage"] for r in runs):
+                    continue
+                ys = np.stack([r["stage"][key][np.isin(r["rounds"], common)] for r in runs])  # (n_runs, R')
+                ax.plot(common, ys.mean(0), styles[i % len(styles)], color=colours[stage], label=f"{label}: {stage}")
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("round")
+    legend = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}  # every (group, stage)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 6), fontsize=8)
+    fig.suptitle("HT-GRPO per-stage metrics (stage/<stage>/<metric>, mean over each stage's updates per round)")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def jsonable_stats(cols: dict) -> dict:
@@ -178,6 +200,8 @@ def compare(run_dirs: list[str], labels: list[str] | None, group: bool, out: Pat
     (out / "compare.md").write_text(table + "\n")
     (out / "compare.json").write_text(json.dumps(jsonable_stats(dict(zip(groups, cols))), indent=1) + "\n")
     plot_curves(groups, out / "reward_curves.png", smooth)
+    if not plot_stages(groups, out / "stage_metrics.png"):
+        (out / "stage_metrics.png").unlink(missing_ok=True)  # no stale plot from an earlier comparison
     return table
 
 
@@ -193,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     table = compare(args.runs, args.labels, args.group_by_label, out, args.last, args.smooth)
     print(table)
-    print(f"\nwrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'reward_curves.png'}")
+    stages = f", {out / 'stage_metrics.png'}" if (out / "stage_metrics.png").is_file() else ""
+    print(f"\nwrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'reward_curves.png'}{stages}")
     return 0
 
 

@@ -42,6 +42,7 @@ from eval.common import (
     shard_env,
     write_text_atomic,
 )
+from maskgrpo.errors import one_line_errors
 
 DPG_SAMPLES = 4
 """Samples per prompt: the 2x2 grid the scorer crops (``PIC_NUM=4`` in dist_eval.sh)."""
@@ -184,4 +185,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with one_line_errors(show_traceback=False):  # RunError / ConfigError / missing file: one line, exit 2
+        sys.exit(main())

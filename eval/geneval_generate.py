@@ -40,6 +40,7 @@ from eval.common import (
     shard_env,
     write_text_atomic,
 )
+from maskgrpo.errors import one_line_errors
 from maskgrpo.jsonl import iter_jsonl
 
 OFFICIAL_SAMPLES = 4
@@ -213,4 +214,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with one_line_errors(show_traceback=False):  # RunError / ConfigError / missing file: one line, exit 2
+        sys.exit(main())

@@ -3,9 +3,9 @@
 ``python -m eval.geneval_train_prompts --out FILE --n N --seed S [--metadata EVAL.jsonl] [--object-names FILE]``
 
 Writes N metadata lines in the format of GenEval's ``evaluation_metadata.jsonl`` (keys tag, include, [exclude],
-prompt; clause keys class, count, [color], [position]), usable as ``prompts.source`` of an RL run. The six tags
-use the official templates (benchmarks.md section 1), over the 80 COCO classes of ``object_names.txt`` and the
-10 colours; colours never go on ``person``::
+prompt; clause keys class, count, [color], [position]), usable as ``prompts.source`` of an RL run (docs/prompts.md).
+The six tags use the official templates (benchmarks.md section 1), over the 80 COCO classes and the 10 colours;
+colours never go on ``person``::
 
     single_object  a photo of a bench                      include [{bench, 1}]
     two_object     a photo of a bench and a sports ball    two distinct classes
@@ -22,6 +22,13 @@ in the official file; :func:`prompt_text` reproduces all 553 official prompts fr
 another order: "a cat and a dog" for "a dog and a cat", "a cat right of a dog" for "a dog left of a cat" (also above
 / below), and swapped coloured pairs. Candidates are distinct (drawn without replacement per tag).
 
+**Works from a fresh clone.** GenEval's official files are not in this repository. ``eval/geneval_facts.json``
+(our own data file, facts from GenEval af4902f) holds the 80 class names in ``object_names.txt`` order and the
+SHA-256 of every evaluation prompt and of every reordering of one (:func:`eval_digests`); a candidate whose
+prompt's SHA-256 is listed is dropped. With the defaults the output is identical to a run given the official
+``--metadata`` (tested when the official files are present); ``--metadata`` adds that file's prompts to the
+exclusions. ``--make-facts FILE`` rebuilds the data file from the official files.
+
 **Proportions.** By default the tags share N in the proportions of the evaluation file (80 : 99 : 80 : 94 : 100 :
 100); a tag that runs out of candidates passes its share on to the others. Every single_object candidate is an
 evaluation prompt (the template has only the 80 classes), so that tag always contributes 0 and says so.
@@ -30,13 +37,14 @@ evaluation prompt (the template has only the 80 classes), so that tag always con
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from maskgrpo.jsonl import iter_jsonl
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS, RELATIONS
 
 COLORS: tuple[str, ...] = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
@@ -48,9 +56,8 @@ NO_COLOR_CLASS = "person"
 INVERSE: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 """``A rel B`` says the same as ``B INVERSE[rel] A``."""
 
-_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geneval"
-DEFAULT_METADATA = _SHARED / "evaluation_metadata.jsonl"
-DEFAULT_OBJECT_NAMES = _SHARED / "object_names.txt"
+FACTS = Path(__file__).resolve().parent / "geneval_facts.json"
+"""Shipped GenEval facts: ``classes`` (object_names.txt order) and ``eval_prompt_sha256`` (see the module doc)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,6 +220,55 @@ def equivalents(meta: dict) -> list[dict]:
     return [meta]
 
 
+def prompt_digest(prompt: str) -> str:
+    """SHA-256 (hex) of a prompt's UTF-8 bytes: how the shipped facts name an evaluation prompt."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+
+def eval_digests(eval_metadata: list[dict]) -> set[str]:
+    """SHA-256 of every evaluation prompt and of every :func:`equivalents` of one."""
+    return {prompt_digest(eq["prompt"]) for meta in eval_metadata for eq in equivalents(meta)}
+
+
+def excluded_candidates(space: CandidateSpace, eval_metadata: list[dict], digests: set[str]) -> dict[str, set[int]]:
+    """Per tag, the candidate indices to drop: the evaluation prompts and their equivalents (by index), plus every
+    candidate whose prompt's SHA-256 is in ``digests`` (a scan of the whole space, about 0.6 M prompts, seconds)."""
+    excluded: dict[str, set[int]] = {t: set() for t in GENEVAL_TAGS}
+    for meta in eval_metadata:
+        for eq in equivalents(meta):
+            i = space.encode(eq)
+            if i is not None:
+                excluded[meta["tag"]].add(i)
+    if digests:
+        for tag in GENEVAL_TAGS:
+            excluded[tag].update(
+                i for i in range(space.sizes[tag]) if prompt_digest(space.decode(tag, i)["prompt"]) in digests
+            )
+    return excluded
+
+
+def load_facts(path: Path) -> tuple[list[str], set[str]]:
+    """(classes, evaluation-prompt digests) of a facts file; a damaged file names itself and the key."""
+    try:
+        facts = json.loads(path.read_text())
+        classes, digests = facts["classes"], set(facts["eval_prompt_sha256"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a GenEval facts file ({type(e).__name__}: {e}); restore it from git") from e
+    return classes, digests
+
+
+def make_facts(eval_metadata: list[dict], classes: list[str], source: dict) -> dict:
+    """The content of ``geneval_facts.json`` from the official files (``source``: their SHA-256, for the record)."""
+    return {
+        "about": "GenEval facts for eval.geneval_train_prompts (facts from djghosh13/geneval af4902f, written here): "
+        "the 80 object classes in object_names.txt order, and the SHA-256 of the UTF-8 bytes of every evaluation "
+        "prompt and of every prompt that says the same in another order (eval.geneval_train_prompts.eval_digests).",
+        "source": source,
+        "classes": classes,
+        "eval_prompt_sha256": sorted(eval_digests(eval_metadata)),
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Drawing
 # ----------------------------------------------------------------------------------------------------------------
@@ -241,25 +297,27 @@ def allocate(n: int, weights: dict[str, float], capacity: dict[str, int]) -> dic
     return alloc
 
 
+EVAL_TAG_COUNTS: dict[str, int] = {"single_object": 80, "two_object": 99, "counting": 80, "colors": 94,
+                                   "position": 100, "color_attr": 100}  # fmt: skip
+"""Prompts per tag in GenEval's evaluation_metadata.jsonl (553): the default mix of the training prompts."""
+
+
 def generate_train_prompts(
     n: int,
     seed: int,
     eval_metadata: list[dict],
     classes: list[str],
     tags: tuple[str, ...] = GENEVAL_TAGS,
+    digests: set[str] | None = None,
 ) -> tuple[list[dict], dict]:
     """N training metadata dicts (tag blocks in canonical order) and a report ``{"per_tag", "capacity",
-    "excluded"}``. Deterministic in ``seed``; no output is an evaluation prompt or an :func:`equivalents` of one."""
+    "excluded"}``. Deterministic in ``seed``; no output is an evaluation prompt or an :func:`equivalents` of one
+    (given as ``eval_metadata``, or as ``digests`` of their prompts, or both). Tags share N in the proportions of
+    :data:`EVAL_TAG_COUNTS`."""
     space = CandidateSpace(classes)
-    excluded: dict[str, set[int]] = {t: set() for t in GENEVAL_TAGS}
-    for meta in eval_metadata:
-        for eq in equivalents(meta):
-            i = space.encode(eq)
-            if i is not None:
-                excluded[meta["tag"]].add(i)
+    excluded = excluded_candidates(space, eval_metadata, digests or set())
     capacity = {t: space.sizes[t] - len(excluded[t]) for t in GENEVAL_TAGS}
-    eval_counts = Counter(m["tag"] for m in eval_metadata)
-    weights = {t: float(eval_counts.get(t, 1)) if t in tags else 0.0 for t in GENEVAL_TAGS}
+    weights = {t: float(EVAL_TAG_COUNTS[t]) if t in tags else 0.0 for t in GENEVAL_TAGS}
     alloc = allocate(n, weights, capacity)
     rng = np.random.default_rng(seed)
     eval_prompts = {m["prompt"] for m in eval_metadata}
@@ -269,31 +327,64 @@ def generate_train_prompts(
         picked = [int(i) for i in perm if int(i) not in excluded[tag]][: alloc[tag]]
         for i in picked:
             meta = space.decode(tag, i)
-            if meta["prompt"] in eval_prompts:  # cannot happen: `excluded` holds every evaluation prompt
+            # cannot happen: `excluded` holds every evaluation prompt
+            if meta["prompt"] in eval_prompts or (digests and prompt_digest(meta["prompt"]) in digests):
                 raise RuntimeError(f"internal error: drew the evaluation prompt {meta['prompt']!r}")
             out.append(meta)
     report = {"per_tag": alloc, "capacity": capacity, "excluded": {t: len(v) for t, v in excluded.items()}}
     return out, report
 
 
+def read_lines(path: str) -> list[str]:
+    return [x.strip() for x in Path(path).read_text().splitlines() if x.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="output JSONL of training metadata")
-    ap.add_argument("--n", type=int, required=True, help="number of prompts")
-    ap.add_argument("--seed", type=int, required=True, help="seed of the draw")
-    ap.add_argument("--metadata", default=str(DEFAULT_METADATA),
-                    help=f"official evaluation_metadata.jsonl to avoid (default {DEFAULT_METADATA})")  # fmt: skip
-    ap.add_argument("--object-names", default=str(DEFAULT_OBJECT_NAMES),
-                    help=f"GenEval object_names.txt, one class a line (default {DEFAULT_OBJECT_NAMES})")  # fmt: skip
+    ap.add_argument("--out", help="output JSONL of training metadata")
+    ap.add_argument("--n", type=int, help="number of prompts")
+    ap.add_argument("--seed", type=int, help="seed of the draw")
+    ap.add_argument("--metadata", default=None,
+                    help="GenEval's evaluation_metadata.jsonl: its prompts are excluded too (optional: the shipped "
+                         f"digests in {FACTS.name} already exclude the official ones)")  # fmt: skip
+    ap.add_argument("--object-names", default=None,
+                    help=f"object_names.txt, one class a line (default: the 80 classes in {FACTS.name})")  # fmt: skip
     ap.add_argument("--tags", nargs="+", default=list(GENEVAL_TAGS), choices=GENEVAL_TAGS,
                     help="tags to draw from (default: all six)")  # fmt: skip
+    ap.add_argument("--make-facts", metavar="FILE", default=None,
+                    help=f"write a file like {FACTS.name} from --metadata and --object-names, then exit")  # fmt: skip
     args = ap.parse_args(argv)
     for path in (args.metadata, args.object_names):
-        if not Path(path).is_file():
-            ap.error(f"{path} not found (GenEval's prompts/ folder has both files)")
-    eval_metadata = [json.loads(x) for x in Path(args.metadata).read_text().splitlines() if x.strip()]
-    classes = [x.strip() for x in Path(args.object_names).read_text().splitlines() if x.strip()]
-    prompts, report = generate_train_prompts(args.n, args.seed, eval_metadata, classes, tuple(args.tags))
+        if path is not None and not Path(path).is_file():
+            ap.error(f"{path} not found (GenEval's prompts/ folder has both official files)")
+    if args.make_facts and not (args.metadata and args.object_names):
+        ap.error("--make-facts needs the official --metadata and --object-names")
+    missing = [f"--{k}" for k in ("out", "n", "seed") if getattr(args, k) is None]
+    if missing and not args.make_facts:
+        ap.error(f"the following arguments are required: {', '.join(missing)}")
+    try:
+        return run(args)
+    except ValueError as e:  # a bad metadata line (FILE:LINE), a damaged facts file, more prompts than candidates
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    eval_metadata = (
+        [meta for _, meta, _ in iter_jsonl(args.metadata, ("tag", "include", "prompt"))] if args.metadata else []
+    )
+    if args.make_facts:
+        source = {Path(f).name + "_sha256": hashlib.sha256(Path(f).read_bytes()).hexdigest()
+                  for f in (args.metadata, args.object_names)}  # fmt: skip
+        facts = make_facts(eval_metadata, read_lines(args.object_names), source)
+        Path(args.make_facts).write_text(json.dumps(facts, indent=1) + "\n")
+        print(f"[train-prompts] {args.make_facts}: {len(facts['classes'])} classes, "
+              f"{len(facts['eval_prompt_sha256'])} evaluation-prompt digests")  # fmt: skip
+        return 0
+    classes, digests = load_facts(FACTS)
+    if args.object_names:
+        classes = read_lines(args.object_names)
+    prompts, report = generate_train_prompts(args.n, args.seed, eval_metadata, classes, tuple(args.tags), digests)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(m) + "\n" for m in prompts))

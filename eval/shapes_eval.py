@@ -32,6 +32,7 @@ from eval.common import (
     sampler_record,
 )
 from maskgrpo.config.schema import ShapesEvalConfig
+from maskgrpo.errors import one_line_errors
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 from maskgrpo.toy.evaluate import eval_prompt_sets, evaluate_shapes, sample_grid, write_eval
 
@@ -102,4 +103,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with one_line_errors(show_traceback=False):  # RunError / ConfigError / missing file: one line, exit 2
+        sys.exit(main())

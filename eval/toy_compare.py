@@ -4,7 +4,14 @@ Same base model (cache/toy_base), same prompt stream, rollouts and optimizer ste
 the method's own config section differs. Per seed s, every run (and the base) is evaluated with eval seed
 1234 + s, so a method's "delta vs base" is paired: the same held-out prompts and sampler noise before and after.
 
-    python -m eval.toy_compare [--quick] [--seeds 0 1 2] [--jobs 2] [--methods NAME ...] [--out DIR] [KEY=VALUE ...]
+    python -m eval.toy_compare [--plan study|focused] [--quick] [--seeds 0 1 2] [--jobs 2] [--threads N]
+                               [--methods NAME ...] [--out DIR] [KEY=VALUE ...]
+
+Plans (``PLANS``): ``study`` (default) is the 10-method study below; ``focused`` is the higher-powered study of
+issue 15: MaskGRPO, HT-GRPO (emerge ranks), HT-GRPO with confidence-ordered ranks and its MaskGRPO twin on the same
+(maskgit) sampler, HT no credit and the A5 context, 5 seeds, more eval images per caption, a paired difference vs
+each method's reference with a 95% t-interval over seeds, and reward and rollout-accuracy curves; its sizing and
+the pilot it came from are recorded in ``FOCUSED``'s docstring.
 
 Writes under ``--out`` (default runs/toy_compare, or runs/toy_compare_quick):
 
@@ -35,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eval.compare import fmt_stats, jsonable_stats, load_run, mean_std, plot_curves
+from eval.study_stats import ci_record, fmt_interval, metric_curve, paired_t_interval, plot_metric_curves
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 
 
@@ -48,6 +56,8 @@ class Method:
     """Study-only settings of this method (on top of its config and STUDY)."""
     cost: int = 1
     """Relative run time, for scheduling the longest runs first (the pool then packs well)."""
+    reference: str = "MaskGRPO"
+    """The method this one's paired difference is taken against (same seeds, same eval seeds)."""
 
 
 METHODS: dict[str, Method] = {m.label: m for m in (
@@ -59,11 +69,17 @@ METHODS: dict[str, Method] = {m.label: m for m in (
     Method("HT no credit", "configs/ablations/no_credit.yaml", "w_s = w_r = 1"),
     Method("HT single-stage", "configs/ablations/single_stage_global.yaml", "budgets 8:0:0"),
     Method("HT two-stage", "configs/ablations/two_stage_no_refine.yaml", "budgets 2:6:0"),
-    Method("HT revealed structure", "configs/ablations/revealed_structure.yaml", "A5: per-rollout context", cost=2),
+    Method("HT revealed structure", "configs/ablations/revealed_structure.yaml",
+           "A5: structural tokens scored in x_M, the rest with the structure revealed", cost=2),
     Method("HT constant p=1", "configs/ablations/schedule_constant.yaml", "every stage token in the loss"),
     Method("HT up schedule", "configs/ablations/schedule_up.yaml", "p rises within each stage"),
+    # focused plan: the same confidence-ordered rollout sampler for HT-GRPO and its MaskGRPO twin
+    Method("MaskGRPO maskgit", "configs/toy_maskgrpo.yaml", "MaskGRPO with the maskgit rollout sampler (the twin)",
+           ("rollout.name=maskgit",), 2),
+    Method("HT confidence ranks", "configs/ablations/ranks_confidence.yaml", "HT-GRPO, maskgit rollouts: ranks "
+           "follow confidence", reference="MaskGRPO maskgit"),
 )}  # fmt: skip
-"""The study's methods, in table order; the base model is the first row."""
+"""Every method a plan can run, in table order; the base model is the first row."""
 
 STUDY = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=8", "eval.train_prompts_per_tag=4"]
 """The study's size (on top of each method's toy config): 30 rounds of 4 prompts x 8 rollouts, mu = 8 (240
@@ -74,9 +90,45 @@ QUICK = ["rl.rounds=3", "prompts.per_round=4", "rl.group_size=4", "eval.samples_
          "eval.train_prompts_per_tag=1", "checkpoint.every=0", "log.image_every=0"]  # fmt: skip
 """--quick: 3 rounds of 4 prompts x 4 rollouts, 2 eval images per caption, one seed (a few minutes)."""
 
+FOCUSED = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=24", "eval.train_prompts_per_tag=0",
+           "rewards.rollout_accuracy.entry=shapes_geneval_strict", "rewards.rollout_accuracy.weight=0.0"]  # fmt: skip
+"""The focused plan's size: the study's training budget (30 rounds x 4 prompts x 8 rollouts, mu = 8, so its rows
+compare with the study's); ShapesEval with 24 images per held-out caption (864 images, 3x the study's; eval SE of
+overall about 0.011 per evaluation) and no training-caption eval; the GenEval verdict of every rollout logged as a
+zero-weight reward (``reward/rollout_accuracy/mean``, the accuracy curve).
+
+Sizing, from a timed pilot on 2026-11-30 (one thread, the 2-core machine shared with other jobs, load ~8):
+HT-GRPO seed 0 at 32 images per caption took 656 s (212 s of RL phases, the rest its 1152-image evaluation and
+start-up), the base evaluation of 1152 images 281 s; MaskGRPO at the study's size took 573-736 s (457-599 s of RL).
+Scaled to 24 images (0.24-0.36 s per image there): HT-type runs ~500 s, MaskGRPO-type and A5 (not timed; taken as
+MaskGRPO) ~800 s, base evaluations ~210 s, so 6 methods x 5 seeds + 5 base evaluations ~ 20,600 run-seconds, ~2.9 h
+with 2 runs at a time on that shared machine; the same runs took about half as long on the unshared machine of the
+10-method study (MaskGRPO 312 s there vs ~640 s here), so ~1.5 h alone. Not run in full yet."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    methods: tuple[str, ...]
+    """Labels in METHODS, table order."""
+    overrides: tuple[str, ...]
+    """Settings of every run of the plan (before --quick's and the command line's)."""
+    seeds: tuple[int, ...]
+    out: str
+    """Default output folder."""
+
+
+PLANS: dict[str, Plan] = {
+    "study": Plan(tuple(list(METHODS)[:10]), tuple(STUDY), (0, 1, 2), "runs/toy_compare"),
+    "focused": Plan(("MaskGRPO", "HT-GRPO", "MaskGRPO maskgit", "HT confidence ranks", "HT no credit",
+                     "HT revealed structure"), tuple(FOCUSED), (0, 1, 2, 3, 4), "runs/toy_compare_focused"),
+}  # fmt: skip
+"""``--plan`` name -> what it runs. ``study``: the 10-method comparison of the README; ``focused``: issue 15.3."""
+
 EVAL_KEYS = (*GENEVAL_TAGS, "overall")
 ROW_KEYS = (*EVAL_KEYS, "partial_mean")  # partial_mean: the clipped partial credit, i.e. the RL reward, held out
 BASE_SEED = 1234
+ACCURACY_KEY = "reward/rollout_accuracy/mean"
+"""The focused plan's per-round rollout accuracy (the zero-weight ``shapes_geneval_strict`` monitor)."""
 
 
 def slug(label: str) -> str:
@@ -125,10 +177,13 @@ def total_forwards(metrics: Path) -> int:
 
 
 def study_table(rows: dict[str, dict]) -> str:
-    """Markdown: one row per method; cells mean ± std over seeds."""
+    """Markdown: one row per method; cells mean ± std over seeds. When a row holds ``paired`` (the
+    :func:`paired_t_interval` of overall vs its reference as ``{mean, low, high, n}``, None for NaN), a last column
+    shows it with its 95% interval."""
+    paired = any("paired" in r for r in rows.values())
     head = ["method", *EVAL_KEYS, "Δ overall vs base", "partial credit", "Δ partial vs base",
             "training captions overall", "Δ vs base", "train reward, last 5", "wall s / run",
-            "forwards / run"]  # fmt: skip
+            "forwards / run"] + (["Δ overall vs reference, paired, 95% CI"] if paired else [])  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     none = (math.nan, math.nan, 0)  # fmt_stats prints "-"
     for label, r in rows.items():
@@ -142,6 +197,8 @@ def study_table(rows: dict[str, dict]) -> str:
         cells.append(fmt_stats(r.get("reward_last", none)))
         cells.append(f"{r['wall'][0]:.0f}" if "wall" in r else "-")
         cells.append(f"{r['forwards'][0] / 1e3:.0f} k" if "forwards" in r else "-")
+        if paired:
+            cells.append(f"{fmt_interval(r['paired'])} vs {r['reference']}" if "paired" in r else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -174,6 +231,16 @@ def collect(out: Path, methods: list[Method], seeds: list[int]) -> tuple[dict, d
         row["wall"] = mean_std([float((d.parent / f"{d.name}.wall").read_text()) for d in dirs])
         row["forwards"] = mean_std([float(total_forwards(d / "metrics.jsonl")) for d in dirs])
         rows[m.label], curves[m.label] = row, runs
+    labels = {m.label for m in methods}
+
+    def overall(label: str, s: int) -> float:
+        return json.loads((out / slug(label) / f"seed{s}" / "eval_after.json").read_text())["overall"]
+
+    for m in methods:  # paired difference vs the reference method: same training seed, same eval seed
+        if m.reference in labels and m.reference != m.label:
+            ci = paired_t_interval([overall(m.label, s) - overall(m.reference, s) for s in seeds])
+            rows[m.label]["paired"] = ci_record(ci)
+            rows[m.label]["reference"] = m.reference
     return rows, curves
 
 
@@ -190,21 +257,24 @@ def git_commit() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. rl.rounds=10")
+    sizes = "; ".join(f"{k}: {len(p.methods)} methods x {len(p.seeds)} seeds" for k, p in PLANS.items())
+    ap.add_argument("--plan", default="study", choices=list(PLANS), help=f"which study (default study): {sizes}")
     ap.add_argument("--quick", action="store_true", help="small version: " + " ".join(QUICK) + ", seed 0")
-    # without --quick every run gets STUDY's settings; later KEY=VALUE arguments override both
-    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="run seeds (default 0 1 2; --quick: 0)")
+    # every run gets the plan's settings, then --quick's, then the KEY=VALUE arguments
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="run seeds (default: the plan's; --quick: 0)")
     ap.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="NAME",
                     help=f"subset of methods (default all): {', '.join(METHODS)}")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (default 2; threads per run = cores // jobs)")
-    ap.add_argument("--out", default=None, help="output folder (default runs/toy_compare[_quick])")
+    ap.add_argument("--threads", type=int, default=None, help="OpenMP threads per run (default cores // jobs)")
+    ap.add_argument("--out", default=None, help="output folder (default: the plan's, + _quick with --quick)")
     args = ap.parse_args(argv)
-    seeds = args.seeds or [0]
-    if not args.quick and args.seeds is None:
-        seeds = [0, 1, 2]
-    overrides = (QUICK if args.quick else STUDY) + list(args.overrides)
-    out = Path(args.out or ("runs/toy_compare_quick" if args.quick else "runs/toy_compare"))
-    methods = [METHODS[n] for n in (args.methods or METHODS)]
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    plan = PLANS[args.plan]
+    seeds = args.seeds or ([0] if args.quick else list(plan.seeds))
+    # --quick keeps the plan's own settings (e.g. the focused plan's accuracy monitor) under QUICK's sizes
+    overrides = list(plan.overrides) + (QUICK if args.quick else []) + list(args.overrides)
+    out = Path(args.out or (plan.out + ("_quick" if args.quick else "")))
+    methods = [METHODS[n] for n in (args.methods or plan.methods)]
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     py = sys.executable
     commit = git_commit()  # read now: a commit made while the study runs is not the one its runs used
 
@@ -262,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "study.json").write_text(json.dumps({"seeds": seeds, "overrides": overrides, "commits": commits,
                                                 "rows": jsonable_stats(rows)}, indent=1))  # fmt: skip
     plot_curves(curves, out / "reward_curves.png", smooth=3)
+    acc = {m.label: [metric_curve(out / slug(m.label) / f"seed{s}" / "metrics.jsonl", ACCURACY_KEY) for s in seeds]
+           for m in methods}  # fmt: skip
+    acc = {label: runs for label, runs in acc.items() if all(r is not None for r in runs)}
+    if acc:
+        plot_metric_curves(acc, out / "accuracy_curves.png", "GenEval accuracy of the rollouts", smooth=3)
     print(header + table)
     print(f"\nwrote {out / 'study.md'}, {out / 'study.json'}, {out / 'reward_curves.png'}")
     return 0

@@ -4,8 +4,13 @@ prompt, for every token, update and rollout (method.md 3.5, Eq. 9/19/24).
 The model input then depends on the prompt only, so all G rollouts of a prompt share ONE input row: old and
 reference log-probs take one no-grad forward per unique prompt per round, and each inner update one forward per
 unique prompt, every rollout's log-probs gathered from the shared log-softmax (the trainer forwards each distinct
-row once). ``revealed_structure`` (paper ablation A5) reveals each rollout's structural tokens instead (per-rollout
-inputs, no sharing).
+row once).
+
+``revealed_structure`` (paper ablation A5) evaluates the ratio with each rollout's structural tokens revealed, for
+the tokens that are still masked in that context. Like every context builder it keeps the rule that a token is
+never scored at a slot that is visible in its own input row (tests/test_context_rule.py): the structural tokens
+read their log-probs from the prompt's shared fully masked row, the refinement tokens from the rollout's
+revealed-structure row (per-token rows, as the trace context does).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import torch
 
+from htgrpo_patch.config import HTGRPOOptions, options_or_defaults
 from htgrpo_patch.equations import stage_token_sets
 from maskgrpo.algo.contexts import CONTEXTS
 from maskgrpo.algo.types import ModelInput, Rollouts, RoundContexts, UpdatePlan
@@ -28,7 +34,8 @@ class FullyMasked:
 
 
 class RevealedStructure:
-    """Ablation A5: structural tokens (rank <= K) of each rollout visible, the rest masked; one row per rollout."""
+    """Ablation A5: rows [0, P) = x_M per prompt, rows [P, P + B) = rollout i's structural tokens (rank <= K)
+    revealed. Token k of rollout i reads row prompt(i) if it is structural, else row P + i: never its own code."""
 
     def __init__(self, structure_ratio: float) -> None:
         self.structure_ratio = structure_ratio
@@ -37,20 +44,23 @@ class RevealedStructure:
         if "rank" not in rollouts.extras:
             raise ValueError("context revealed_structure needs generation ranks: use rl.sampler_wrapper: ranked")
         p = rollouts.prompts
-        rows = rollouts.prompt_of_rollout()
-        ids = p.input_ids[rows].clone()  # (B, T)
+        prompt = rollouts.prompt_of_rollout()  # (B,)
         structure, _ = stage_token_sets(rollouts.extras["rank"], self.structure_ratio)  # (B, N)
-        ids[:, p.image_positions] = torch.where(structure, rollouts.image_ids(), p.mask_id)
+        revealed = p.input_ids[prompt].clone()  # (B, T)
+        revealed[:, p.image_positions] = torch.where(structure, rollouts.image_ids(), p.mask_id)
+        ids = torch.cat([p.input_ids, revealed])  # (P + B, T)
+        attn = torch.cat([p.attention_mask, p.attention_mask[prompt]])  # (P + B, T)
+        own = p.input_ids.shape[0] + torch.arange(rollouts.num_rollouts, device=ids.device)  # (B,) row P + i
+        rows = torch.where(structure, prompt[:, None], own[:, None])  # (B, N) per-token row
         every = torch.ones(rollouts.codes.shape, device=rollouts.codes.device)
-        inp = ModelInput(ids, p.attention_mask[rows], torch.arange(len(rows), device=ids.device))
-        return RoundContexts([inp], [UpdatePlan(0, every) for _ in range(num_updates)])
+        return RoundContexts([ModelInput(ids, attn, rows)], [UpdatePlan(0, every) for _ in range(num_updates)])
 
 
 @CONTEXTS.register("fully_masked")
-def _fully_masked(cfg: Any, options: Any) -> FullyMasked:
+def _fully_masked(cfg: Any, options: HTGRPOOptions | None) -> FullyMasked:
     return FullyMasked()
 
 
 @CONTEXTS.register("revealed_structure")
-def _revealed(cfg: Any, options: Any) -> RevealedStructure:
-    return RevealedStructure(options.structure_ratio if options is not None else 0.3)
+def _revealed(cfg: Any, options: HTGRPOOptions | None) -> RevealedStructure:
+    return RevealedStructure(options_or_defaults(options).structure_ratio)

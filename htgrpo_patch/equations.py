@@ -11,8 +11,9 @@ import math
 
 import torch
 
-GLOBAL, STRUCTURE, REFINE = "global", "structure", "refine"
-STAGES = (GLOBAL, STRUCTURE, REFINE)
+from htgrpo_patch.config import STAGES
+
+GLOBAL, STRUCTURE, REFINE = STAGES  # schedule order (Eq. 6)
 
 
 def generation_ranks(commit_step: torch.Tensor, tie_order: torch.Tensor) -> torch.Tensor:

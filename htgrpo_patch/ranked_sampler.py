@@ -12,11 +12,10 @@ from typing import Any
 
 import torch
 
+from htgrpo_patch.config import TIE_BREAKS, HTGRPOOptions, options_or_defaults
 from htgrpo_patch.equations import generation_ranks
 from maskgrpo.layout import T2IBatch
 from maskgrpo.sampling.base import SAMPLER_WRAPPERS, SamplerOutput, StepHook
-
-TIE_BREAKS = ("random", "raster", "confidence")
 
 
 def tie_order(out: SamplerOutput, tie_break: str, generator: torch.Generator) -> torch.Tensor:
@@ -35,7 +34,8 @@ def tie_order(out: SamplerOutput, tie_break: str, generator: torch.Generator) ->
 @dataclass(frozen=True)
 class RankedSampler:
     base: Any
-    tie_break: str = "random"
+    tie_break: str = HTGRPOOptions.tie_break
+    """One of HTGRPOOptions.tie_break's values; the default is that type's (the one place it is set)."""
 
     def __post_init__(self) -> None:
         if self.tie_break not in TIE_BREAKS:
@@ -57,5 +57,5 @@ class RankedSampler:
 
 
 @SAMPLER_WRAPPERS.register("ranked")
-def _ranked(sampler: Any, cfg: Any, options: Any) -> RankedSampler:
-    return RankedSampler(sampler, tie_break=options.tie_break if options is not None else "random")
+def _ranked(sampler: Any, cfg: Any, options: HTGRPOOptions | None) -> RankedSampler:
+    return RankedSampler(sampler, tie_break=options_or_defaults(options).tie_break)

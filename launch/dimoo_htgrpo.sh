@@ -5,7 +5,13 @@
 # override (printed by the dry run). Extra arguments are more overrides and win over these, e.g.
 # `bash launch/dimoo_htgrpo.sh rl.rounds=10`.
 #
-#   NUM_GPUS=8                    ranks on this node (prompts.per_round must divide by it: 24 -> 8 or 6 GPUs)
+#   NUM_GPUS=8                    training ranks per node (prompts.per_round must divide by NUM_NODES x NUM_GPUS:
+#                                 24 -> 8 or 6 GPUs on one node; 2 x 8 GPUs need e.g. prompts.per_round=48)
+#   NUM_NODES=1                   nodes; > 1 needs HOSTFILE and MASTER_ADDR (DeepSpeed starts every node over ssh)
+#   HOSTFILE=                     DeepSpeed hostfile, one 'hostname slots=8' per line; the first NUM_NODES hosts run
+#   MASTER_ADDR=                  address of the first host, reachable from every node (--master_addr)
+#   TRAIN_GPUS=                   GPU slots that train on every node, e.g. 0,1,2,3,4,5 (DeepSpeed --include; the
+#                                 other GPUs stay free for reward servers); NUM_GPUS becomes their count
 #   ZERO_STAGE=2                  2 -> configs/deepspeed/zero2.json, 3 -> configs/deepspeed/zero3.json
 #   MODEL_PATH=Alpha-VLLM/Lumina-DiMOO   backbone.path: hub id or local dir (config.json + safetensors + tokenizer +
 #                                 vqvae/)
@@ -19,7 +25,7 @@
 #   HPSV3_URL=http://127.0.0.1:18087/score            rewards.hpsv3.kwargs.url (python -m maskgrpo.rewards.serve)
 #   UNIFIEDREWARD_URL=http://127.0.0.1:18088/score    rewards.unifiedreward.kwargs.url
 #   GRAD_CKPT=1                   backbone.options.gradient_checkpointing (1/0): whole-block activation recompute
-#   MASTER_PORT=29500             rendezvous port of the DeepSpeed launcher
+#   MASTER_PORT=29500             rendezvous port of the DeepSpeed launcher (--master_port)
 #   GPU_MEM_GB=80                 GPU memory the dry run's memory estimate is compared with
 #   DRY_RUN=0                     1 (or the argument --dry-run): validate the config, check paths, print the batch
 #                                 arithmetic and a memory estimate; loads no weights, needs no GPU

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The ShapesWorld comparison study (CPU): base, MaskGRPO, UniGRPO, TraceGRPO, HT-GRPO and its ablations, 3 seeds each,
-# same base / prompts / rollouts / optimizer steps. Writes runs/toy_compare/study.md and reward_curves.png.
-#   bash launch/toy_compare.sh            the full study (74 min measured on a 2-core machine; resumable)
-#   bash launch/toy_compare.sh --quick    a small version in a few minutes (runs/toy_compare_quick)
-# Other arguments go to `python -m eval.toy_compare` (--seeds, --methods, --jobs, KEY=VALUE overrides).
+# The ShapesWorld comparison studies (CPU), same base / prompts / rollouts / optimizer steps for every method.
+#   bash launch/toy_compare.sh                 the 10-method study, 3 seeds (74 min measured on a 2-core machine;
+#                                              runs/toy_compare/study.md and reward_curves.png)
+#   bash launch/toy_compare.sh --plan focused  issue 15's focused study: MaskGRPO, HT-GRPO, HT-GRPO with
+#                                              confidence-ordered ranks and its MaskGRPO twin (maskgit rollouts),
+#                                              HT no credit, A5; 5 seeds, 24 eval images per caption, paired
+#                                              differences with 95% intervals, reward and accuracy curves
+#                                              (runs/toy_compare_focused; sizing in eval/toy_compare.py FOCUSED)
+#   bash launch/toy_compare.sh --quick         a small version in a few minutes (runs/toy_compare_quick)
+# Every plan is resumable: rerunning the command only does what is missing. Other arguments go to
+# `python -m eval.toy_compare` (--seeds, --methods, --jobs, --threads, KEY=VALUE overrides).
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-bash launch/toy_pretrain.sh >/dev/null
 "$PY" -m eval.toy_compare "$@"

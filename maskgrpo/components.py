@@ -18,10 +18,11 @@ import torch
 from maskgrpo.algo.contexts import CONTEXTS
 from maskgrpo.algo.losses import LOSSES
 from maskgrpo.backbones import BACKBONES
-from maskgrpo.backbones.base import DTYPES
+from maskgrpo.backbones.base import DTYPES, load_backbone
 from maskgrpo.config import ConfigError
 from maskgrpo.config.schema import TrainRun
-from maskgrpo.prompts import load_prompt_metadata
+from maskgrpo.errors import RunError
+from maskgrpo.prompts import PromptSet, check_prompts, read_prompt_file
 from maskgrpo.registry import Registry
 from maskgrpo.rewards.base import RewardSpec, build_rewards
 from maskgrpo.sampling.base import SAMPLER_WRAPPERS
@@ -89,17 +90,20 @@ def resolve_components(cfg: TrainRun, device: torch.device) -> Components:
     sampler = _lookup(SAMPLER_WRAPPERS, "rl.sampler_wrapper", names["sampler_wrapper"])(sampler, cfg, options)
     context = _lookup(CONTEXTS, "rl.context", names["context"])(cfg, options)
     loss = _lookup(LOSSES, "rl.loss", names["loss"])(cfg, options)
-    load = _lookup(BACKBONES, "backbone.name", cfg.backbone.name)
-    backbone = load(cfg.backbone.path, dtype=DTYPES[cfg.backbone.dtype], device=device, **cfg.backbone.options)
-    if cfg.prompts.source == "backbone":
+    _lookup(BACKBONES, "backbone.name", cfg.backbone.name)  # a bad name fails before the prompt file is read
+    from_file = cfg.prompts.source != "backbone"
+    prompt_set = read_prompt_file(cfg.prompts.source) if from_file else None  # file errors before any model work
+    backbone = load_backbone(cfg.backbone.name, cfg.backbone.path, DTYPES[cfg.backbone.dtype], device,
+                             cfg.backbone.options)  # fmt: skip
+    if not from_file:
         prompts = list(getattr(backbone, "train_prompts", []))
         if not prompts:
             raise ConfigError(f"prompts.source: backbone {cfg.backbone.name!r} has no built-in prompts; give a JSONL")
-    else:
-        prompts = load_prompt_metadata(cfg.prompts.source)
+        prompt_set = PromptSet(prompts, f"backbone {cfg.backbone.name!r}", None)
     specs = [RewardSpec(n, e.weight, e.scale, dict(e.kwargs), e.allow_nan, e.entry) for n, e in cfg.rewards.items()]
     try:
         fns = build_rewards(specs, device=device, context={"world_spec": getattr(backbone, "spec", None)})
-    except (KeyError, TypeError) as e:
-        raise ConfigError(f"rewards: {e.args[0]}") from e
-    return Components(backbone, sampler, context, loss, fns, specs, prompts, names)
+    except (KeyError, TypeError, ValueError, RunError) as e:  # unknown name or option, bad value, missing model
+        raise ConfigError(f"rewards: {e.args[0] if e.args else e}") from e
+    check_prompts(prompt_set, fns, backbone)  # metadata keys the rewards need; words they cannot score
+    return Components(backbone, sampler, context, loss, fns, specs, prompt_set.prompts, names)

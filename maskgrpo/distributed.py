@@ -1,8 +1,15 @@
-"""Process-group set-up for DeepSpeed on GPUs (nccl) and CPUs (gloo), plus the two collectives the loop needs."""
+"""Process-group set-up for DeepSpeed on GPUs (nccl) and CPUs (gloo), the collectives the loop needs, and the
+launcher-death watch that stops a worker whose torchrun / deepspeed launcher is gone."""
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +33,8 @@ def init_distributed() -> tuple[int, int, torch.device]:
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     import deepspeed
 
+    if "RANK" in os.environ:  # a launcher's worker: die with the launcher (issue 13.6)
+        exit_with_launcher()
     if not dist.is_initialized():
         backend = "gloo" if on_cpu() else "nccl"
         if "RANK" in os.environ:  # torchrun / the deepspeed launcher set the rendezvous variables
@@ -53,6 +62,84 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+LAUNCHER_MARKERS = (
+    "torch.distributed.run",
+    "torchrun",
+    "torch/distributed/run.py",
+    "deepspeed.launcher",
+    "deepspeed/launcher",
+    "bin/deepspeed",
+)
+"""Substrings of a process's command line that make it a launcher: the worker watches it and launchers above it."""
+WATCH_PERIOD_S = 1.0
+"""Seconds between two looks of the watchdog thread at the launcher chain."""
+_watching: list[int] = []
+
+
+def exit_with_launcher() -> None:
+    """Make this worker exit when its launcher dies (the launcher starts workers in their own POSIX session, so a
+    killed launcher process group does not take them along).
+
+    Two mechanisms (Linux): ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` kills the worker when its parent exits; a daemon
+    thread checks every WATCH_PERIOD_S that each process of the launcher chain still has its parent (the deepspeed
+    runner starts ``deepspeed.launcher.launch``, which starts the workers: a killed runner is seen as a changed
+    parent of ``launch``). SIGKILL is safe: checkpoints are written atomically. Idempotent.
+    """
+    if _watching or not sys.platform.startswith("linux"):
+        return
+    chain = [os.getpid(), os.getppid()]  # chain[i + 1] is the parent of chain[i]
+    while _is_launcher(chain[-1]) and (parent := _parent_of(chain[-1])) not in (None, 0, 1):
+        chain.append(parent)
+    if not _is_launcher(chain[-1]) and len(chain) > 2:
+        chain.pop()  # the process above the outermost launcher (a shell, a scheduler) may come and go
+    _watching.extend(chain)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # no prctl: the thread below still works
+        pass
+    if os.getppid() != chain[1]:  # the launcher died before prctl was in place
+        _die(chain[1])
+    threading.Thread(target=_watch, args=(tuple(chain),), name="launcher-watch", daemon=True).start()
+
+
+def _watch(chain: tuple[int, ...]) -> None:
+    while True:
+        time.sleep(WATCH_PERIOD_S)
+        for child, parent in zip(chain, chain[1:]):
+            now = os.getppid() if child == chain[0] else _parent_of(child)
+            if now is not None and now != parent:
+                _die(parent)
+
+
+def _die(launcher: int) -> None:
+    print(
+        f"[train] rank {os.environ.get('RANK', '?')}: launcher process {launcher} is gone; exiting",
+        file=sys.stderr,
+        flush=True,
+    )
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _parent_of(pid: int) -> int | None:
+    """Parent pid from /proc/PID/stat (None if the process is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])  # after "pid (comm) state": ppid
+
+
+def _is_launcher(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return any(m in cmd for m in LAUNCHER_MARKERS)
+
+
 def all_gather_rows(x: np.ndarray) -> np.ndarray:
     """Concatenate every rank's (n, ...) float array in rank order (same n on every rank) -> (world * n, ...)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -68,3 +155,30 @@ def all_gather_rows(x: np.ndarray) -> np.ndarray:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj`` in rank order (a collective; [obj] without a process group)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's picklable ``obj`` on every rank (a collective)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def agree(error: str | None) -> None:
+    """Collective: every rank raises RunError with the first rank's error message when any rank has one."""
+    from maskgrpo.errors import RunError
+
+    first = next((e for e in gather_objects(error) if e is not None), None)
+    if first is not None:
+        raise RunError(first)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from maskgrpo.config.schema import TrainRun
+from maskgrpo.config.schema import TrainRun, check_world_size
 from maskgrpo.policy import build_policy, trainable_parameters
 
 
@@ -22,11 +22,8 @@ def deepspeed_config(cfg: TrainRun, world: int) -> dict:
         raise FileNotFoundError(f"deepspeed.config: {path} not found")
     ds = json.loads(path.read_text())
     rl = cfg.rl
+    check_world_size(cfg, world)  # ConfigError: P / ranks must divide by rl.micro_batch_prompts
     p_local = cfg.prompts.per_round // world
-    if p_local % rl.micro_batch_prompts:
-        raise ValueError(
-            f"prompts per rank ({p_local}) must divide by rl.micro_batch_prompts={rl.micro_batch_prompts}"
-        )
     micro = rl.micro_batch_prompts * rl.group_size  # rollouts per micro-batch
     accum = p_local // rl.micro_batch_prompts  # micro-batches per inner update
     ds.update({
@@ -47,7 +44,10 @@ def build_engine(cfg: TrainRun, model: torch.nn.Module, world: int, device: torc
     model.to(device)
     policy, reference = build_policy(model, cfg.lora, need_reference=cfg.rl.kl_beta > 0)
     params = trainable_parameters(policy)
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+    # fused: one pass over the parameters per step (CPU and CUDA kernels; the same update up to float rounding),
+    # 7x faster than the per-tensor loop on CPU at 27.6 M parameters (README, "Round cost")
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
+                            fused=True)  # fmt: skip
     warm = cfg.optim.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     engine, _, _, _ = deepspeed.initialize(model=policy, optimizer=opt, lr_scheduler=sched, config=ds)

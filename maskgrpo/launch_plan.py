@@ -1,6 +1,6 @@
 """Dry run of a GPU launch: validate the config, check paths, print the batch arithmetic and a memory estimate.
 
-    python -m maskgrpo.launch_plan --config configs/mmada_maskgrpo.yaml --num-gpus 8 [key=value ...]
+    python -m maskgrpo.launch_plan --config configs/mmada_maskgrpo.yaml --num-gpus 8 [--num-nodes 2] [key=value ...]
 
 Nothing is downloaded and no weight is loaded. What it does:
 
@@ -9,7 +9,8 @@ Nothing is downloaded and no weight is loaded. What it does:
 2. checks the backbone options and reward options against the registered loader / factory signatures;
 3. checks every path: a local file or directory must exist; a string shaped like ``owner/name`` that is not a local
    path is reported as "hub id, not checked offline"; the prompts JSONL is parsed;
-4. prints the per-round batch arithmetic with the trainer's own DeepSpeed numbers (``maskgrpo.engine``);
+4. prints the per-round batch arithmetic with the trainer's own DeepSpeed numbers (``maskgrpo.engine``), per
+   rank and per node (prompts per round must divide by nodes x GPUs per node);
 5. prints a per-GPU memory estimate from models.md section 6, with the parameter count read from the checkpoint's
    config.json when it is a local directory and the released model's otherwise (MMaDA-8B; Lumina-DiMOO-8B for
    backbone lumina, whose row length comes from height x width plus a text allowance, ``LUMINA_PLAN_TEXT_TOKENS``).
@@ -128,9 +129,12 @@ def row_sizes(options: dict[str, Any]) -> tuple[int, int, int] | None:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """Per-round batch arithmetic of ``maskgrpo.train`` on ``gpus`` ranks (method.md 1)."""
+    """Per-round batch arithmetic of ``maskgrpo.train`` on ``gpus`` ranks over ``nodes`` nodes (method.md 1)."""
 
     gpus: int
+    """Ranks in total = nodes x GPUs per node (ZeRO partitions over all of them)."""
+    nodes: int
+    """Nodes of the launch (NUM_NODES); every node runs gpus / nodes ranks."""
     zero_stage: int
     prompts_per_round: int
     """P."""
@@ -150,8 +154,16 @@ class BatchPlan:
     """Whether the sampler runs an unconditional row per conditional row."""
 
     @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // self.nodes
+
+    @property
     def prompts_per_gpu(self) -> int:
         return self.prompts_per_round // self.gpus
+
+    @property
+    def prompts_per_node(self) -> int:
+        return self.prompts_per_gpu * self.gpus_per_node
 
     @property
     def rollouts_per_round(self) -> int:
@@ -170,15 +182,21 @@ class BatchPlan:
         return math.ceil(self.rollouts_per_gpu / self.rollout_batch_size)
 
 
-def batch_plan(cfg: TrainRun, gpus: int) -> BatchPlan:
-    """The trainer's own numbers: P must divide by the ranks, micro-batch and accumulation from ``engine``."""
+def batch_plan(cfg: TrainRun, gpus_per_node: int, nodes: int = 1) -> BatchPlan:
+    """The trainer's own numbers on nodes x gpus_per_node ranks: P must divide by the total rank count;
+    micro-batch and accumulation from ``engine`` (the same per rank on every node)."""
     from maskgrpo.engine import deepspeed_config
 
+    if gpus_per_node < 1 or nodes < 1:
+        raise ConfigError(f"need at least one node and one GPU per node, got {nodes} x {gpus_per_node}")
+    gpus = nodes * gpus_per_node
+    where = "NUM_GPUS" if nodes == 1 else f"NUM_NODES x NUM_GPUS = {nodes} x {gpus_per_node}"
     if cfg.prompts.per_round % gpus:
-        raise ConfigError(f"prompts.per_round={cfg.prompts.per_round} must divide by the {gpus} GPUs (NUM_GPUS)")
+        raise ConfigError(f"prompts.per_round={cfg.prompts.per_round} must divide by the {gpus} GPUs ({where})")
     ds = deepspeed_config(cfg, gpus)  # raises if P / gpus does not divide by rl.micro_batch_prompts
     return BatchPlan(
         gpus=gpus,
+        nodes=nodes,
         zero_stage=int(ds.get("zero_optimization", {}).get("stage", 0)),
         prompts_per_round=cfg.prompts.per_round,
         group_size=cfg.rl.group_size,
@@ -193,6 +211,38 @@ def batch_plan(cfg: TrainRun, gpus: int) -> BatchPlan:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Memory (models.md section 6)
+
+
+@dataclass(frozen=True)
+class ContextRows:
+    """Model-input rows of the largest forward on one rank, from the run's context builder (``forward_rows``)."""
+
+    method: str
+    """Preset (method) whose default context this is, or the run's own."""
+    context: str
+    """Registered context builder."""
+    update: int
+    """Rows of the largest forward + backward of an inner update (the trainer merges whole micro-batches while they
+    read <= micro_batch_prompts * G rows): MaskGRPO G per micro-batch prompt, HT-GRPO one per prompt on the rank."""
+    old_ref: int
+    """Rows of the largest no-grad old / reference forward."""
+
+
+def context_rows(cfg: TrainRun, num_image_tokens: int, prompts_per_gpu: int, preset: str | None = None
+                 ) -> ContextRows:  # fmt: skip
+    """Build the context builder the run would use (``preset`` None: the run's own, ``rl.context`` overrides
+    included; else that preset's default context on the same config) and count the rows of its largest forward
+    on a rank with ``prompts_per_gpu`` prompts (``maskgrpo.algo.contexts.forward_rows``)."""
+    from maskgrpo.algo.contexts import CONTEXTS, forward_rows
+    from maskgrpo.components import load_preset
+
+    method = preset if preset is not None else (cfg.patch or "maskgrpo")
+    p = load_preset(None if method == "maskgrpo" else method)
+    name = (cfg.rl.context if preset is None else None) or p.context
+    builder = CONTEXTS.get(name)(cfg, p.options(cfg))
+    update, old_ref = forward_rows(builder, prompts_per_gpu, cfg.rl.micro_batch_prompts, cfg.rl.group_size,
+                                   num_image_tokens, cfg.rollout.num_steps, cfg.rl.num_inner_updates)  # fmt: skip
+    return ContextRows(method, name, update, old_ref)
 
 
 @dataclass
@@ -213,20 +263,22 @@ class MemoryEstimate:
 
 def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window: int | None, grid: int | None,
                     codebook: int, checkpointing: bool, *, seq_len: int | None = None,
-                    num_image_tokens: int | None = None) -> MemoryEstimate:  # fmt: skip
+                    num_image_tokens: int | None = None,
+                    rows: ContextRows | None = None) -> MemoryEstimate:  # fmt: skip
     """models.md 6 formulas per GPU (N = gpus, Psi = params, Psi_t = trainable params, 16 B per trainable param).
 
     states:  frozen base 2 Psi (ZeRO-3: 2 Psi / N) + trainable 2 Psi_t + 14 Psi_t / N (ZeRO-2) or 16 Psi_t / N
              (ZeRO-3); full fine-tuning with beta > 0 adds a replicated bf16 reference copy (2 Psi); ZeRO-3 adds one
              gathered block and one gathered V x C matrix.
-    update:  rows = rollouts per micro-batch (one context row per rollout, the baseline's worst case) x
+    update:  rows = the rows of the largest forward, counted on the run's context builder (``rows``, or
+             :func:`context_rows` of the run: MaskGRPO one per rollout of a micro-batch, HT-GRPO one per prompt) x
              (activations + sliced fp32 logits and their gradient, 2 N K 4 B).
              activations/row: no checkpointing L * 240 MB * (T C) / (1539 * 4096); whole-block checkpointing
              L * T * C * 2 B (block inputs) + one block recomputed.
     T, N:    text_window + grid^2 + 2 and grid^2 (MMaDA), or ``seq_len`` and ``num_image_tokens`` when given (Lumina).
     rollout: per sampler call, (2 if CFG) x rows x (no-grad forward transient + sliced logits) + sampler
              probabilities (3 fp32 copies of (rows, N, K)).
-    old/ref: the no-grad log-prob pass over all of this GPU's rollouts in one forward (as the trainer runs it).
+    old/ref: the no-grad log-prob pass, its largest forward (the trainer chunks it as the updates).
     """
     n, psi, c, f, layers = plan.gpus, size.params, size.d_model, size.mlp_hidden, size.n_layers
     t = seq_len if seq_len is not None else text_window + grid * grid + 2  # sequence length
@@ -259,9 +311,10 @@ def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window
     else:
         act_row, how = layers * act_block, "no checkpointing"
     logits_row = 2 * n_img * codebook * 4
-    rows = plan.micro_batch_rollouts
-    est.phases.append((f"update: activations ({how}) + sliced logits", rows * (act_row + logits_row),
-                       f"{rows} rows x ({act_row / GB:.2f} + {logits_row / GB:.3f}) GB, T={t}"))  # fmt: skip
+    ctx = rows if rows is not None else context_rows(cfg, n_img, plan.prompts_per_gpu)
+    est.phases.append((f"update: activations ({how}) + sliced logits", ctx.update * (act_row + logits_row),
+                       f"{ctx.update} rows ({ctx.context}) x ({act_row / GB:.2f} + {logits_row / GB:.3f}) GB, "
+                       f"T={t}"))  # fmt: skip
 
     fwd_row = (5 * t * c + 3 * t * f) * 2 + 2 * t * c * 4  # bf16 hidden/q/k/v/out + gate/up/act, fp32 RoPE q, k
     rollout_rows = min(plan.rollout_batch_size, plan.rollouts_per_gpu)
@@ -269,9 +322,8 @@ def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window
     rollout = model_rows * (fwd_row + n_img * codebook * 4) + 3 * rollout_rows * n_img * (codebook + 1) * 4
     est.phases.append(("rollout: one sampler call (no grad)", rollout,
                        f"{model_rows} model rows, {rollout_rows} canvases"))  # fmt: skip
-    old_rows = plan.rollouts_per_gpu
-    est.phases.append(("old/ref log-probs (no grad, one forward)", old_rows * (fwd_row + 2 * n_img * codebook * 4),
-                       f"{old_rows} rows"))  # fmt: skip
+    old_ref = ctx.old_ref * (fwd_row + 2 * n_img * codebook * 4)
+    est.phases.append(("old/ref log-probs (no grad, one forward)", old_ref, f"{ctx.old_ref} rows ({ctx.context})"))
     return est
 
 
@@ -386,10 +438,12 @@ def render(cfg: TrainRun, plan: BatchPlan, rows: list, est: MemoryEstimate | Non
            gpu_mem_gb: float) -> str:  # fmt: skip
     w = 40
     line = "-" * 100
-    out = [line, f"launch plan: {cfg.backbone.name} backbone, {plan.gpus} GPUs, ZeRO-{plan.zero_stage}, "
-                 f"output {cfg.run.output_dir}", line]  # fmt: skip
+    out = [line, f"launch plan: {cfg.backbone.name} backbone, {plan.gpus} GPUs ({plan.nodes} node(s) x "
+                 f"{plan.gpus_per_node}), ZeRO-{plan.zero_stage}, output {cfg.run.output_dir}", line]  # fmt: skip
     items = [
-        ("GPUs (ranks)", plan.gpus, ""),
+        ("nodes", plan.nodes, "NUM_NODES"),
+        ("GPUs per node", plan.gpus_per_node, "NUM_GPUS (training ranks on each node)"),
+        ("GPUs (ranks)", plan.gpus, f"nodes x GPUs per node = {plan.nodes} x {plan.gpus_per_node}"),
         ("ZeRO stage", plan.zero_stage, cfg.deepspeed.config),
         ("precision", cfg.deepspeed.precision, f"weights {cfg.backbone.dtype}"),
         ("prompts per round", plan.prompts_per_round, "P"),
@@ -397,6 +451,11 @@ def render(cfg: TrainRun, plan: BatchPlan, rows: list, est: MemoryEstimate | Non
         ("rollouts per prompt", plan.group_size, "G"),
         ("rollouts per round", plan.rollouts_per_round, f"P x G = {plan.prompts_per_round} x {plan.group_size}"),
         ("rollouts per GPU", plan.rollouts_per_gpu, f"{plan.prompts_per_gpu} x {plan.group_size}"),
+        ("prompts per node", plan.prompts_per_node, f"{plan.prompts_per_gpu} x {plan.gpus_per_node} GPUs"),
+        ("rollouts per node", plan.prompts_per_node * plan.group_size,
+         f"{plan.prompts_per_node} x {plan.group_size}"),
+        ("global batch (rollouts per step)", plan.rollouts_per_round,
+         "every optimizer step averages the gradients of all ranks' rollouts"),
         ("micro-batch (rollouts)", plan.micro_batch_rollouts,
          f"micro_batch_prompts x G = {cfg.rl.micro_batch_prompts} x {plan.group_size}"),
         ("gradient accumulation steps", plan.grad_accum,
@@ -426,32 +485,54 @@ def render(cfg: TrainRun, plan: BatchPlan, rows: list, est: MemoryEstimate | Non
     return "\n".join(out)
 
 
+def render_methods(by_method: list[tuple[ContextRows, MemoryEstimate]]) -> str:
+    """Per method: rows of its largest forward (from its context builder) and their activation memory per GPU."""
+    out = ["activation memory of the largest forward per GPU, by method (rows counted on its context builder)"]
+    for r, est in by_method:
+        update, old_ref = est.phases[0][1], est.phases[2][1]
+        out.append(f"  {r.method + ' (' + r.context + ')':<34}update {r.update:>4} rows {_gb(update)}   "
+                   f"old/ref {r.old_ref:>4} rows {_gb(old_ref)}")  # fmt: skip
+    return "\n".join(out + ["-" * 100])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="TrainRun YAML (configs/mmada_maskgrpo.yaml, ...)")
-    ap.add_argument("--num-gpus", type=int, default=8, help="ranks of the launch (NUM_GPUS)")
+    ap.add_argument("--num-gpus", type=int, default=8, help="training ranks per node (NUM_GPUS)")
+    ap.add_argument("--num-nodes", type=int, default=1, help="nodes of the launch (NUM_NODES)")
     ap.add_argument("--gpu-mem-gb", type=float, default=80.0, help="memory of one GPU for the fit verdict")
     ap.add_argument("overrides", nargs="*", help="dotted overrides, exactly as passed to maskgrpo.train")
     args = ap.parse_args(argv)
-    if args.num_gpus < 1:
-        print(f"error: --num-gpus must be >= 1, got {args.num_gpus}", file=sys.stderr)
+    if args.num_gpus < 1 or args.num_nodes < 1:
+        print(f"error: --num-gpus and --num-nodes must be >= 1, got {args.num_gpus} and {args.num_nodes}",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
         cfg = load_config(TrainRun, args.config, args.overrides)
-        plan = batch_plan(cfg, args.num_gpus)
+        plan = batch_plan(cfg, args.num_gpus, args.num_nodes)
         rows, problems, options = check_inputs(cfg)
         sizes = row_sizes(options)
     except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     size = model_size(cfg.backbone.path, default_size(cfg.backbone.name))
-    est = None
+    est, by_method = None, []
     if sizes is not None:
         seq_len, n_img, codebook = sizes
         checkpointing = bool(options.get("gradient_checkpointing", False))
-        est = memory_estimate(cfg, plan, size, None, None, codebook, checkpointing, seq_len=seq_len,
-                              num_image_tokens=n_img)  # fmt: skip
+        try:  # this run's context, and the baseline's on the same config when the run is a patch (HT-GRPO)
+            per_gpu = plan.prompts_per_gpu
+            methods = [context_rows(cfg, n_img, per_gpu)] + (
+                [context_rows(cfg, n_img, per_gpu, "maskgrpo")] if cfg.patch else [])  # fmt: skip
+        except (ConfigError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        by_method = [(r, memory_estimate(cfg, plan, size, None, None, codebook, checkpointing, seq_len=seq_len,
+                                         num_image_tokens=n_img, rows=r)) for r in methods]  # fmt: skip
+        est = by_method[0][1]
     print(render(cfg, plan, rows, est, size, args.gpu_mem_gb))
+    if by_method:
+        print(render_methods(by_method))
     if problems:
         print("problems:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return 1

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import textwrap
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from maskgrpo.errors import RunError
+from maskgrpo.jsonl import read_append_log
+from maskgrpo.run_dir import writing
 
 
 class ForwardCounter:
@@ -43,31 +49,60 @@ class ForwardCounter:
         return out
 
 
-class MetricsLog:
-    """Appends one JSON line per round to ``metrics.jsonl`` (rank 0) and mirrors to wandb when enabled."""
+@contextlib.contextmanager
+def progress_bars_closed_on_error() -> Iterator[None]:
+    """Close every open tqdm bar when an error leaves the block, so the one-line error starts on a clean line."""
+    try:
+        yield
+    except BaseException:
+        from tqdm import tqdm
 
-    def __init__(self, run_dir: Path, enabled: bool, wandb_mode: str, project: str, config: dict) -> None:
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
+        raise
+
+
+class MetricsLog:
+    """Appends one JSON line per round to ``metrics.jsonl`` (rank 0) and mirrors to wandb when enabled.
+
+    A crash can cut the last line short: on resume it is dropped with a one-line note; any other bad line stops the
+    run with a RunError naming the file and line. A failed write (full disk) is a RunError naming the file.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.run_dir = run_dir
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
         self.wandb = None
-        if enabled and wandb_mode != "disabled":
+
+    def start_wandb(self, mode: str, project: str, config: dict) -> None:
+        """Mirror to wandb (rank 0, mode not 'disabled'); called once the run folder may be written."""
+        if self.enabled and mode != "disabled":
             import wandb
 
-            os.environ.setdefault("WANDB_DIR", str(run_dir))
-            self.wandb = wandb.init(project=project, mode=wandb_mode, config=config, dir=str(run_dir),
-                                    name=run_dir.name, resume="allow")  # fmt: skip
+            os.environ.setdefault("WANDB_DIR", str(self.run_dir))
+            self.wandb = wandb.init(project=project, mode=mode, config=config, dir=str(self.run_dir),
+                                    name=self.run_dir.name, resume="allow")  # fmt: skip
 
     def truncate_after(self, last_round: int) -> None:
         """On resume: drop lines of rounds that ran after the checkpoint (their effects were lost)."""
         if not (self.enabled and self.path.is_file()):
             return
-        lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["round"] <= last_round]
-        self.path.write_text("".join(ln + "\n" for ln in lines))
+        try:
+            rows, torn = read_append_log(self.path, required=("round",))
+        except ValueError as e:
+            raise RunError(str(e)) from e
+        if torn is not None:
+            print(f"[train] note: {self.path}:{torn}: dropped a torn last line (cut short by a crash)", flush=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with writing(self.path):
+            tmp.write_text("".join(raw + "\n" for _, obj, raw in rows if obj["round"] <= last_round))
+            os.replace(tmp, self.path)
 
     def log(self, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
+        with writing(self.path), self.path.open("a") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.wandb is not None:
             self.wandb.log(metrics, step=metrics["round"])

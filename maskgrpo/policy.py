@@ -27,6 +27,12 @@ def build_policy(model: torch.nn.Module, lora: LoraSettings, need_reference: boo
         cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                          target_modules=lora_target_regex(LORA_TARGETS[lora.targets]))  # fmt: skip
         policy = get_peft_model(model, cfg)
+        if disable_dropout(policy) and _is_rank0():
+            print(
+                f"[train] note: lora.dropout={lora.dropout} is not applied: RL runs every log-prob pass without "
+                "dropout, so pi_old and pi_theta are the same function (ratio 1 before the first step)",
+                flush=True,
+            )
 
         @contextlib.contextmanager
         def reference() -> Iterator[torch.nn.Module | None]:
@@ -37,6 +43,7 @@ def build_policy(model: torch.nn.Module, lora: LoraSettings, need_reference: boo
                 yield policy
 
         return policy, reference
+    disable_dropout(model)  # full fine-tuning: the same rule (the LLaDA blocks have no dropout of their own)
     ref = None
     if need_reference:
         ref = copy.deepcopy(model).eval()
@@ -47,6 +54,29 @@ def build_policy(model: torch.nn.Module, lora: LoraSettings, need_reference: boo
         yield ref
 
     return model, frozen
+
+
+def disable_dropout(module: torch.nn.Module) -> list[str]:
+    """Set p = 0 on every dropout layer of ``module``; returns the names of those that had p > 0.
+
+    RL runs without dropout (the usual choice for RL on LLMs): rollouts and old / reference log-probs run the policy
+    in eval mode, the inner updates in train mode (gradient checkpointing recomputes only in train mode), and with
+    dropout active the two would be different functions: the ratio would not be 1 before the first step and the clip
+    would act on dropout noise. With p = 0 every pass of a round computes the same pi. Test:
+    tests/test_round_cost.py::test_first_update_ratio_is_exactly_one_with_lora_dropout_configured.
+    """
+    changed = []
+    for name, sub in module.named_modules():
+        if isinstance(sub, torch.nn.modules.dropout._DropoutNd) and sub.p > 0:
+            sub.p = 0.0
+            changed.append(name)
+    return changed
+
+
+def _is_rank0() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,16 +29,39 @@ import torch
 from tqdm.auto import tqdm
 
 from maskgrpo.algo.equations import code_logprobs, group_advantages, zero_std_fraction
+from maskgrpo.algo.metric_reduce import RoundMetrics
 from maskgrpo.algo.types import LossInputs, ModelInput, Rollouts
-from maskgrpo.checkpoint import TrainerState, export_final, latest_checkpoint, load_checkpoint, save_checkpoint
+from maskgrpo.checkpoint import (
+    TrainerState,
+    candidates,
+    checkpoint_world_size,
+    export_final,
+    load_checkpoint,
+    read_trainer_state,
+    save_checkpoint,
+    select_checkpoint,
+    tidy_checkpoints,
+)
 from maskgrpo.components import Components, resolve_components
-from maskgrpo.config import ConfigError, dump_config, load_config, to_dict
-from maskgrpo.config.schema import TrainRun
-from maskgrpo.distributed import all_gather_rows, barrier, init_distributed
+from maskgrpo.config import dump_config, load_config, to_dict
+from maskgrpo.config.schema import TrainRun, check_world_size
+from maskgrpo.distributed import agree, all_gather_rows, barrier, broadcast_object, init_distributed
 from maskgrpo.engine import build_engine
-from maskgrpo.observe import ForwardCounter, MetricsLog, rollout_grid
+from maskgrpo.errors import RunError, add_traceback_flag, one_line_errors
+from maskgrpo.forward_plan import ForwardGroup, forward_groups
+from maskgrpo.guards import FiniteLosses, diverged_policy_error, require_finite_grad_norm
+from maskgrpo.observe import ForwardCounter, MetricsLog, progress_bars_closed_on_error, rollout_grid
 from maskgrpo.prompts import PROMPT_ORDERS
-from maskgrpo.rewards.base import combine_rewards, score_all
+from maskgrpo.rewards.base import RewardError, combine_rewards, score_all
+from maskgrpo.run_dir import (
+    RunLock,
+    check_fresh_run,
+    check_resume_config,
+    clear_run,
+    describe_changes,
+    normalized_config,
+    writing,
+)
 
 
 class Trainer:
@@ -47,17 +70,19 @@ class Trainer:
     ``run_round`` does one round and returns its metrics; ``train`` loops, logs, checkpoints and evaluates.
     """
 
-    def __init__(self, cfg: TrainRun, resume: bool) -> None:
+    def __init__(
+        self, cfg: TrainRun, resume: bool, overwrite: bool = False, allow_config_change: tuple[str, ...] = ()
+    ) -> None:
+        """Everything is validated (components, backbone, prompts, rewards, engine, and on ``resume`` the checkpoint
+        and the config against it) before anything is written to the run folder (issue 13 item 4)."""
         self.cfg = cfg
         self.rank, self.world, self.device = init_distributed()
-        if cfg.prompts.per_round % self.world:
-            raise ConfigError(f"prompts.per_round={cfg.prompts.per_round} must divide by the {self.world} ranks")
+        check_world_size(cfg, self.world)  # ConfigError: P divides by the ranks, P / ranks by the micro-batch
         self.run_dir = Path(cfg.run.output_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, self.run_dir / "config.yaml")
-        barrier()
+        self.lock = RunLock(self.run_dir)
+        if broadcast_object(self.run_dir.exists()):  # fail at once on a locked / reused folder (writes only .lock)
+            self._claim_run_dir(resume, overwrite, validated=False)
         torch.manual_seed(cfg.run.seed + 1000 * self.rank)  # global RNG: LoRA dropout only
         self.parts: Components = resolve_components(cfg, self.device)
         self.backbone = self.parts.backbone
@@ -69,30 +94,78 @@ class Trainer:
                      for i, name in enumerate(("rollout", "context", "loss"))}  # fmt: skip
         self.stream = PROMPT_ORDERS.get(cfg.prompts.order)(self.parts.prompts, cfg.run.seed)
         self.state = TrainerState(components=self.parts.names, config=to_dict(cfg))
-        self.log = MetricsLog(self.run_dir, self.rank == 0, cfg.run.wandb_mode, cfg.run.wandb_project, to_dict(cfg))
+        self.saved_round: int | None = None  # round of the newest checkpoint this run wrote or resumed from
+        self.log = MetricsLog(self.run_dir, self.rank == 0)
         if resume:
-            self._resume()
+            self._resume(allow_config_change)  # verified checkpoint, same ranks, config checked: then loaded
+            self._on_rank0(lambda: self.log.truncate_after(self.state.round))  # last check (a bad line), 1st write
+        self._claim_run_dir(resume, overwrite, validated=True)  # from here on we write
         if self.rank == 0:
-            (self.run_dir / "components.json").write_text(json.dumps(self.parts.names, indent=1))
+            with writing(self.run_dir):
+                dump_config(cfg, self.run_dir / "config.yaml")  # what runs from here (later checkpoints store it too)
+                (self.run_dir / "components.json").write_text(json.dumps(self.parts.names, indent=1))
+        self.log.start_wandb(cfg.run.wandb_mode, cfg.run.wandb_project, to_dict(cfg))
+        if self.rank == 0:
             print(f"[train] components: {self.parts.names}; rank {self.rank}/{self.world} on {self.device}")
 
-    # ---- checkpoints -------------------------------------------------------------------------------------------
-    def _resume(self) -> None:
-        path = latest_checkpoint(self.ckpt_dir)
-        if path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.ckpt_dir} (no 'latest' file)")
+    # ---- run folder and checkpoints ----------------------------------------------------------------------------
+    def _on_rank0(self, fn: Callable[[], None]) -> None:
+        """Collective: run ``fn`` on rank 0; its RunError is raised on every rank (no rank waits for a dead one)."""
+        err = None
+        if self.rank == 0:
+            try:
+                fn()
+            except RunError as e:
+                err = str(e)
+        agree(err)
+
+    def _claim_run_dir(self, resume: bool, overwrite: bool, validated: bool) -> None:
+        """Collective. Rank 0 checks there is a checkpoint to resume (before creating anything), takes the folder's
+        lock and refuses a fresh run into an earlier run's folder unless ``overwrite``. Once everything is
+        ``validated``: clears the earlier run (``overwrite``) or a killed run's leftover checkpoint folders."""
+
+        def claim() -> None:
+            if resume:
+                candidates(self.ckpt_dir)  # RunError when there is none
+            self.lock.acquire()
+            if not resume:
+                check_fresh_run(self.run_dir, overwrite)
+            if validated and overwrite and not resume:
+                clear_run(self.run_dir)
+            if validated and resume:
+                tidy_checkpoints(self.ckpt_dir, self.cfg.checkpoint.keep)  # what a killed run left undone
+
+        self._on_rank0(claim)
+
+    def _resume(self, allow_config_change: tuple[str, ...]) -> None:
+        path = select_checkpoint(self.ckpt_dir, self.rank, self.world)  # verified (or falls back), collective
+        ranks = checkpoint_world_size(path)
+        if ranks != self.world:
+            raise RunError(
+                f"checkpoint {path} was written by {ranks} rank{'s' * (ranks != 1)}, this run has {self.world}: "
+                f"resume with {ranks} (NPROC={ranks}, torchrun --nproc_per_node={ranks})"
+            )
+        stored = read_trainer_state(path, 0)
+        changes = check_resume_config(
+            {**normalized_config(stored.config), "components": stored.components},
+            {**to_dict(self.cfg), "components": self.parts.names}, path.name, allow_config_change,
+        )  # fmt: skip
         self.state = load_checkpoint(self.engine, path, self.rank)
+        self.saved_round = self.state.round
+        self.state.config, self.state.components = to_dict(self.cfg), self.parts.names  # what runs from here on
         for name, g in self.gens.items():
             g.set_state(self.state.generators[name])
         torch.set_rng_state(self.state.torch_rng)
-        self.log.truncate_after(self.state.round)
         if self.rank == 0:
             print(f"[train] resumed from {path} at round {self.state.round}")
+            if changes:
+                print(f"[train] config changes accepted on resume: {describe_changes(changes)}")
 
     def _save(self) -> None:
         self.state.generators = {name: g.get_state() for name, g in self.gens.items()}
         self.state.torch_rng = torch.get_rng_state()
-        save_checkpoint(self.engine, self.ckpt_dir, self.state, self.rank, self.cfg.checkpoint.keep)
+        save_checkpoint(self.engine, self.ckpt_dir, self.state, self.rank, self.world, self.cfg.checkpoint.keep)
+        self.saved_round = self.state.round
 
     def _bar(self, total: int, desc: str) -> tqdm:
         """A transient progress bar for one round phase (rank 0 only)."""
@@ -156,59 +229,81 @@ class Trainer:
         n = self.rollouts.num_rollouts
         return [torch.arange(s, min(s + mb, n), device=self.device) for s in range(0, n, mb)]
 
+    def forward_groups(self, inp: ModelInput) -> list[ForwardGroup]:
+        """Micro-batches that go through the model together under ``inp`` (maskgrpo.forward_plan): consecutive
+        micro-batches while their distinct rows fit the rows of one per-rollout micro-batch, micro_batch_prompts * G.
+        Per-rollout contexts keep one micro-batch per forward; shared rows (HT-GRPO: one per prompt) are batched."""
+        return forward_groups(inp.rows, self.micro_batches(), self.cfg.rl.micro_batch_prompts * self.cfg.rl.group_size)
+
     def old_and_ref_logp(self, contexts) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """Step 5: log pi_old and log pi_ref of every rollout under every distinct context (no grad, no CFG).
 
-        Chunked by micro-batch, so the peak activation memory is that of one update's forward; rows shared by a
-        micro-batch's rollouts (HT-GRPO: one per prompt) are still forwarded once.
+        Chunked by forward group (the update's forwards), so the peak activation memory is that of one update's
+        forward; every distinct row is forwarded once per pass.
         """
         n = self.rollouts.codes.shape
         old = [torch.empty(n, device=self.device) for _ in contexts.inputs]
         ref: list[torch.Tensor | None] = [torch.empty(n, device=self.device) for _ in contexts.inputs]
-        bar = self._bar(2 * len(contexts.inputs) * len(self.micro_batches()), "old/ref log-probs")
+        groups = [self.forward_groups(inp) for inp in contexts.inputs]
+        bar = self._bar(2 * sum(len(g) for g in groups), "old/ref log-probs")
         self.policy.eval()
         with torch.no_grad():
             for i, inp in enumerate(contexts.inputs):
-                for sel in self.micro_batches():
-                    old[i][sel] = self._logp(self.policy, inp, sel)
+                for grp in groups[i]:
+                    old[i][grp.rollouts] = self._logp(self.policy, inp, grp.rollouts)
                     bar.update()
             with self.reference() as ref_model:
                 for i, inp in enumerate(contexts.inputs):
                     if ref_model is None:
                         ref[i] = None
                         continue
-                    for sel in self.micro_batches():
-                        ref[i][sel] = self._logp(ref_model, inp, sel)
+                    for grp in groups[i]:
+                        ref[i][grp.rollouts] = self._logp(ref_model, inp, grp.rollouts)
                         bar.update()
         bar.close()
         return old, ref
 
     def inner_updates(self, contexts, adv: torch.Tensor, old: list, ref: list) -> dict[str, float]:
-        """Step 6: mu optimizer updates; each = all micro-batches (whole prompt groups) then one step."""
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
+        """Step 6: mu optimizer updates; each = the loss of every micro-batch (whole prompt groups), then one step.
+
+        Each micro-batch's loss aggregates over its own support set; micro-batches of one forward group share the
+        forward and one backward of sum(losses) / n_micro (the mean over micro-batches that gradient accumulation
+        gives), so HT-GRPO's shared rows cost one forward + backward per update, not one per prompt. Metrics reduce
+        over the micro-batches that reported them, as the loss declares (maskgrpo.algo.metric_reduce).
+        """
+        acc = RoundMetrics(self.parts.loss.reductions)
         self.policy.train()
-        batches = self.micro_batches()
-        bar = self._bar(len(contexts.updates) * len(batches), "inner updates")
+        n_micro = len(self.micro_batches())
+        groups = [self.forward_groups(inp) for inp in contexts.inputs]
+        bar = self._bar(len(contexts.updates) * n_micro, "inner updates")
+        finite = FiniteLosses()  # non-finite guard: one device sync per update, before the optimizer step
         for m, plan in enumerate(contexts.updates, start=1):
-            inp = contexts.inputs[plan.input_index]
-            for sel in batches:
-                x = LossInputs(
-                    logp=self._logp(self.engine, inp, sel), old_logp=old[plan.input_index][sel],
-                    ref_logp=None if ref[plan.input_index] is None else ref[plan.input_index][sel],
-                    advantages=adv[sel], support=plan.support[sel], update_index=m, num_updates=len(contexts.updates),
-                    extras={k: v[sel] for k, v in self.rollouts.extras.items()}, generator=self.gens["loss"],
-                )  # fmt: skip
-                loss, metrics = self.parts.loss(x)
-                self.engine.backward(loss)
-                self.engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary (end of update m)
-                metrics["loss/policy"] = loss.detach()
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach().float()
-                count += 1
-                bar.update()
+            i = plan.input_index
+            where = f"round {self.state.round + 1}, inner update {m}"
+            for g, grp in enumerate(groups[i]):
+                logp = self._logp(self.engine, contexts.inputs[i], grp.rollouts)  # (b, N), one forward
+                losses = []
+                for start, end in grp.parts:  # one loss per micro-batch
+                    sel = grp.rollouts[start:end]
+                    x = LossInputs(
+                        logp=logp[start:end], old_logp=old[i][sel], ref_logp=None if ref[i] is None else ref[i][sel],
+                        advantages=adv[sel], support=plan.support[sel], update_index=m,
+                        num_updates=len(contexts.updates), extras={k: v[sel] for k, v in self.rollouts.extras.items()},
+                        generator=self.gens["loss"],
+                    )  # fmt: skip
+                    loss, metrics = self.parts.loss(x)
+                    finite.add(loss)
+                    metrics["loss/policy"] = loss.detach()
+                    acc.add(metrics)
+                    losses.append(loss)
+                    bar.update()
+                self.engine.set_gradient_accumulation_boundary(g == len(groups[i]) - 1)
+                self.engine.backward(torch.stack(losses).sum() / n_micro, scale_wrt_gas=False)
+            finite.check(where)  # RunError on a NaN / inf loss of this update, before its optimizer step
+            self.engine.step()  # the accumulation boundary: one optimizer step per inner update
+            require_finite_grad_norm(self.engine.get_global_grad_norm(), where)
         bar.close()
-        out = {k: float(v) / count for k, v in sums.items()}  # one device sync per round, not per micro-batch
+        out = acc.result()  # one device sync per round, not per micro-batch
         out["loss/grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         return out
 
@@ -218,12 +313,14 @@ class Trainer:
         p_local = cfg.prompts.per_round // self.world
         metas = self.stream.take(st.prompt_position + self.rank * p_local, p_local)  # 1. prompts
         self.counter.phase = "rollout"
-        self.rollouts = self.rollout(metas)  # 2. rollouts
+        with diverged_policy_error(f"round {st.round + 1}, rollout"):
+            self.rollouts = self.rollout(metas)  # 2. rollouts
         times["rollout"], t = time.time() - t, time.time()
         images = self.backbone.decode(self.rollouts.codes.cpu())  # 3. decode + rewards
         adv, local_r, metrics = self.rewards_and_advantages(metas, images)  # 4. advantages
         if cfg.log.rollout_table:
-            self._write_rollout_table(metas, local_r, adv)
+            with writing(self.run_dir / "rollouts"):
+                self._write_rollout_table(metas, local_r, adv)
         times["reward"], t = time.time() - t, time.time()
         self.counter.phase = "old_ref"
         contexts = self.parts.context.build(self.rollouts, cfg.rl.num_inner_updates, self.gens["context"])  # 5.
@@ -241,8 +338,11 @@ class Trainer:
         if self.rank == 0 and cfg.log.image_every and st.round % cfg.log.image_every == 0:  # 7. log
             k = min(cfg.log.images_in_grid, len(images))
             prompts = [m["prompt"] for m in metas for _ in range(cfg.rl.group_size)]
-            (self.run_dir / "images").mkdir(exist_ok=True)
-            rollout_grid(images[:k], prompts[:k], local_r[:k], self.run_dir / "images" / f"round_{st.round:05d}.png")
+            with writing(self.run_dir / "images"):
+                (self.run_dir / "images").mkdir(exist_ok=True)
+                rollout_grid(
+                    images[:k], prompts[:k], local_r[:k], self.run_dir / "images" / f"round_{st.round:05d}.png"
+                )
         return metrics
 
     def export(self) -> None:
@@ -276,20 +376,24 @@ class Trainer:
                 f.write(json.dumps({"prompt": metas[i // g]["prompt"], "reward": r, "advantage": a}) + "\n")
 
     def train(self) -> None:
-        cfg = self.cfg
-        self.evaluate("eval_before")
-        while self.state.round < cfg.rl.rounds:
-            metrics = self.run_round()
-            self.log.log(metrics)
-            if self.rank == 0:
-                print(summary_line(metrics), flush=True)
-            if cfg.checkpoint.every and self.state.round % cfg.checkpoint.every == 0:
+        with progress_bars_closed_on_error():  # an error ends on its own clean line
+            cfg = self.cfg
+            with writing(self.run_dir):
+                self.evaluate("eval_before")
+            while self.state.round < cfg.rl.rounds:
+                metrics = self.run_round()
+                self.log.log(metrics)
+                if self.rank == 0:
+                    print(summary_line(metrics), flush=True)
+                if cfg.checkpoint.every and self.state.round % cfg.checkpoint.every == 0:
+                    self._save()
+            if self.saved_round != self.state.round:  # the last round's checkpoint, unless it is already on disk
                 self._save()
-        if not (cfg.checkpoint.every and self.state.round % cfg.checkpoint.every == 0):
-            self._save()
-        self.export()
-        self.evaluate("eval_after")
-        self.log.close()
+            with writing(self.run_dir / "final"):
+                self.export()
+            with writing(self.run_dir):
+                self.evaluate("eval_after")
+            self.log.close()
 
 
 def _slice_batch(batch, start: int, end: int):
@@ -319,19 +423,26 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="YAML config (see configs/)")
     ap.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/latest")
+    ap.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir (deletes it)")
+    ap.add_argument("--allow-config-change", default="", metavar="KEYS",
+                    help="with --resume: comma-separated config keys (fnmatch patterns, e.g. optim.lr,rl.*) that may "
+                    "differ from the checkpoint's")  # fmt: skip
     ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
     ap.add_argument("--print-run-dir", action="store_true", help="print the resolved run directory and exit")
     ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rl.group_size=4")
+    add_traceback_flag(ap)
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors(args.traceback, also=(RewardError,)):  # "error: <one line>", exit 2
         cfg = with_run_dir(load_config(TrainRun, args.config, args.overrides), args.config)
         if args.print_run_dir:
             print(cfg.run.output_dir)
             return
-        trainer = Trainer(cfg, resume=args.resume)
-    except (ConfigError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
-    trainer.train()
+        if args.overwrite and args.resume:
+            raise RunError(
+                "--overwrite and --resume exclude each other: --resume continues the run, --overwrite deletes it"
+            )
+        allow = tuple(k.strip() for k in args.allow_config_change.split(",") if k.strip())
+        Trainer(cfg, resume=args.resume, overwrite=args.overwrite, allow_config_change=allow).train()
 
 
 if __name__ == "__main__":

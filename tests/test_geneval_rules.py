@@ -12,6 +12,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from maskgrpo.scoring.geneval_rules import (
@@ -112,11 +113,11 @@ def test_filter_keeps_max_objects_highest():
 def test_nms_runs_only_below_one():
     hi = Detection((0, 0, 10, 10), 0.9)
     lo = Detection((5, 0, 15, 10), 0.8)
-    # IoU: intersection 5 * 10 = 50, union 100 + 100 - 50 = 150 -> 1/3.
+    # IoU with +1 pixel areas: intersection 6 * 11 = 66, union 121 + 121 - 66 = 176 -> 0.375.
     dets = {"bench": [lo, hi]}
     assert filter_detections(dets, SINGLE_BENCH)["bench"] == [hi, lo]  # default 1.0: no NMS
-    assert filter_detections(dets, SINGLE_BENCH, GenEvalThresholds(max_overlap=0.5))["bench"] == [hi, lo]  # 1/3 <= .5
-    assert filter_detections(dets, SINGLE_BENCH, GenEvalThresholds(max_overlap=0.3))["bench"] == [hi]  # 1/3 > .3
+    assert filter_detections(dets, SINGLE_BENCH, GenEvalThresholds(max_overlap=0.5))["bench"] == [hi, lo]  # .375 < .5
+    assert filter_detections(dets, SINGLE_BENCH, GenEvalThresholds(max_overlap=0.3))["bench"] == [hi]  # .375 >= .3
     dup = Detection((0, 0, 10, 10), 0.7)  # IoU 1 with hi: survives only because NMS is off at 1.0
     assert len(filter_detections({"bench": [hi, dup]}, SINGLE_BENCH)["bench"]) == 2
 
@@ -253,7 +254,7 @@ def test_partial_credit_failed_position():
     pc = partial_credit(DOG_LEFT_OF_CAT, dets, no_colours)
     # cat count 1 - 0/1 = 1; dog count 1; failed pair 0; then the always-added 1 -> (1, 1, 0, 1), mean 3/4.
     assert pc.terms == (1.0, 1.0, 0.0, 1.0) and pc.score == 0.75
-    assert pc.strict_correct  # both counts are exact
+    assert not pc.strict_correct  # upstream's correct: the relation failed, although both counts are exact
     clipped = partial_credit(DOG_LEFT_OF_CAT, dets, no_colours, variant="clipped")
     # No stray 1: (1, 1, 0), mean 2/3.
     assert clipped.terms == (1.0, 1.0, 0.0) and clipped.score == pytest.approx(2 / 3)
@@ -281,8 +282,8 @@ def test_partial_credit_colour_fraction():
     red, blue = Detection(box_at(0, 0), 0.9), Detection(box_at(30, 0), 0.8)
     classify = colours_from({red: "red", blue: "blue"})
     pc = partial_credit(two_red_cars, {"car": [red, blue]}, classify)
-    # k = n = 2: count term 1; m = 1 red of n = 2 -> 1/2; mean (1 + 0.5) / 2 = 0.75. Counts exact -> strict.
-    assert pc.terms == (1.0, 0.5) and pc.score == 0.75 and pc.strict_correct
+    # k = n = 2: count term 1; m = 1 red of n = 2 -> 1/2; mean (1 + 0.5) / 2 = 0.75. A colour failed -> not strict.
+    assert pc.terms == (1.0, 0.5) and pc.score == 0.75 and not pc.strict_correct
     # k = 1 != n = 2: count 1 - 1/2 = 0.5 and the colour adds 0 unchecked -> (0.5, 0), mean 0.25.
     pc = partial_credit(two_red_cars, {"car": [red]}, classify)
     assert pc.terms == (0.5, 0.0) and pc.score == 0.25 and not pc.strict_correct
@@ -298,6 +299,67 @@ def test_partial_credit_ignores_excludes_and_uses_all_detections():
 def test_partial_credit_unknown_variant_lists_valid_ones():
     with pytest.raises(ValueError, match="reward_server.*clipped"):
         partial_credit(SINGLE_BENCH, {}, no_colours, variant="clip")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 14 item 8: details checked against the official evaluate_images.py / reward-server gen_eval.py
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_8a_strict_correct_is_false_on_colour_or_position_failure():
+    red, blue = Detection(box_at(0, 0), 0.9), Detection(box_at(30, 0), 0.8)
+    two_red = {"tag": "colors", "include": [{"class": "car", "count": 2, "color": "red"}], "prompt": "synthetic"}
+    # counts exact (k = n = 2) but one car is blue: upstream's correct is False
+    assert not partial_credit(two_red, {"car": [red, blue]}, colours_from({red: "red", blue: "blue"})).strict_correct
+    cat, dog = Detection((0, 0, 10, 10), 0.9), Detection((50, 0, 60, 10), 0.9)  # dog right of cat: relation fails
+    assert not partial_credit(DOG_LEFT_OF_CAT, {"cat": [cat], "dog": [dog]}, no_colours).strict_correct
+    assert partial_credit(DOG_LEFT_OF_CAT, {"cat": [dog], "dog": [cat]}, no_colours).strict_correct  # all holds
+
+
+def test_8b_wrong_count_with_colour_and_position_adds_one_zero():
+    dog_clause = {"class": "dog", "count": 1, "color": "red", "position": ["left of", 0]}
+    meta = {"tag": "position", "prompt": "synthetic", "include": [{"class": "cat", "count": 1}, dog_clause]}
+    cat = Detection((50, 0, 60, 10), 0.9)
+    dogs = [Detection((0, 0, 10, 10), 0.9), Detection((0, 20, 10, 30), 0.8)]
+    pc = partial_credit(meta, {"cat": [cat], "dog": dogs}, no_colours)
+    # cat count 1; dog count 1 - |1 - 2| / 1 = 0, then ONE 0 for its colour-and-position -> (1, 0, 0), mean 1/3
+    assert pc.terms == (1.0, 0.0, 0.0) and pc.score == pytest.approx(1 / 3)
+
+
+def test_8c_float32_detector_arrays_get_the_official_verdict():
+    # the official code compares the detector's float32 scores with 0.3 in float32: float32(0.3) > 0.3 is False
+    row = np.array([0, 0, 10, 10, 0.3], dtype=np.float32)
+    det = Detection(row[:4], row[4])
+    assert evaluate(SINGLE_BENCH, {"bench": [det]}, no_colours) == (False, "expected bench>=1, found 0")
+    assert float(det.score) > 0.3  # while the float64 view of the same value is > 0.3
+    # relpos in float32: dog A = [0, 0, 2, 2], cat B = [2, 2.497999, 4, 4.497999]; off_x = -2, shift 0.1 * 4 = 0.4,
+    # rev_x = -1.6, ||off|| = 3.2: dx = -0.5 exactly in float32 (not left of), -0.50000002 in float64 (left of)
+    rows = np.array([[0, 0, 2, 2, 0.9], [2.0, 2.4979989528656006, 4.0, 4.49799919128418, 0.9]], dtype=np.float32)
+    dog, cat = Detection(rows[0, :4], rows[0, 4]), Detection(rows[1, :4], rows[1, 4])
+    assert relpos(rows[0].astype(np.float64), rows[1].astype(np.float64)) == {"left of", "above"}
+    assert relpos(rows[0], rows[1]) == {"above"}
+    correct, reason = evaluate(DOG_LEFT_OF_CAT, {"cat": [cat], "dog": [dog]}, no_colours)
+    assert not correct and "found above" in reason
+
+
+def test_8d_overlap_removal_uses_official_iou_and_drops_at_the_threshold():
+    hi = Detection((0, 0, 9, 9), 0.9)
+    lo = Detection((5, 0, 14, 9), 0.8)
+    # official IoU (+1 pixel): inter 5 * 10 = 50, areas 100 each, union 150 -> 1/3 >= 0.3: dropped
+    # (without the +1 it would be 4 * 9 / (81 + 81 - 36) = 0.286 < 0.3: kept)
+    assert filter_detections({"bench": [hi, lo]}, SINGLE_BENCH, GenEvalThresholds(max_overlap=0.3))["bench"] == [hi]
+    half = Detection((0, 0, 9, 4), 0.8)  # inter 10 * 5 = 50, union 100 + 50 - 50 = 100 -> IoU 0.5 exactly
+    at = GenEvalThresholds(max_overlap=0.5)
+    assert filter_detections({"bench": [hi, half]}, SINGLE_BENCH, at)["bench"] == [hi]  # IoU >= 0.5: dropped
+    above = GenEvalThresholds(max_overlap=0.51)
+    assert filter_detections({"bench": [hi, half]}, SINGLE_BENCH, above)["bench"] == [hi, half]
+
+
+def test_8e_reversed_boxes_are_read_as_normalised():
+    # the boxes of test_relpos_shift_removes_weak_diagonal_component with x0 > x1 and y0 > y1: sizes are |x1 - x0|
+    a, b = [10, 10, 0, 0], [18, 16, 8, 6]
+    assert relpos(a, b) == relpos([0, 0, 10, 10], [8, 6, 18, 16]) == {"left of"}
+    # (signed sizes would give dA + dB = (-20, -20), rev = (-10, -8) / 10 -> left of AND above)
 
 
 # ---------------------------------------------------------------------------------------------------------------

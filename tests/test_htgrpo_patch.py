@@ -97,7 +97,17 @@ def test_forward_counts_match_the_formula(toy_base_dir, tmp_path):
     assert ht["perf/forwards_old_ref"] == 2 * P  # old + ref: one no-grad forward per prompt per round
     assert mg["perf/forwards_old_ref"] == 2 * mu * P * G
     assert ht["perf/forwards_rollout"] == mg["perf/forwards_rollout"] == 3 * 2 * P * G  # T x (cond + uncond)
-    assert ht["stage/active_frac"] > 0 and "stage/mean_weight" in ht
+    assert ht["stage/structure/support_frac"] > 0 and "stage/refine/mean_weight" in ht
+
+
+def test_revealed_structure_forwards_the_shared_row_plus_one_per_rollout(toy_base_dir, tmp_path):
+    """A5 (method.md 3.5): structural tokens read the prompt's x_M row, the rest their rollout's revealed row, so a
+    micro-batch forwards 1 + G rows per prompt; the round still trains both stages."""
+    P, G, mu = 2, 3, 3
+    _, m = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "a5", **{"rl.context": "revealed_structure"}))
+    assert m["perf/forwards_update"] == mu * P * (1 + G)
+    assert m["perf/forwards_old_ref"] == 2 * P * (1 + G)
+    assert m["stage/structure/support_frac"] > 0 and m["stage/refine/support_frac"] > 0
 
 
 def test_reduction_unit_weights_equal_baseline_loss_bitwise():
@@ -137,11 +147,19 @@ def test_ablation_configs_change_one_thing(path, toy_base_dir):
     from maskgrpo.components import load_preset, resolve_components
     from maskgrpo.config import to_dict
 
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
     cfg = load_config(TrainRun, path, [f"backbone.path={toy_base_dir}"])
     ref = load_config(TrainRun, TOY_HT, [f"backbone.path={toy_base_dir}"])
     resolve_components(cfg, "cpu")
     a, b = to_dict(load_preset("htgrpo").options(cfg)), to_dict(load_preset("htgrpo").options(ref))
-    changed = {k for k in a if a[k] != b[k]} | ({"rl.context"} if cfg.rl.context != ref.rl.context else set())
+    changed = {f"patch_options.{k}" for k in a if a[k] != b[k]}
+    x, y = flat(to_dict(cfg)), flat(to_dict(ref))
+    changed |= {k for k in x.keys() | y.keys() if not k.startswith("patch_options.") and x.get(k) != y.get(k)}
     assert 1 <= len(changed) <= 2, changed  # one idea each (p_max + schedule count as one "constant p" change)
 
 
@@ -176,3 +194,24 @@ def test_ranked_sampler_tie_breaks():
     seen = {tuple(rank("random", seed).tolist()[0]) for seed in range(20)}
     assert seen <= {(3, 1, 4, 2, 5), (4, 1, 3, 2, 5), (3, 2, 4, 1, 5), (4, 2, 3, 1, 5)} and len(seen) == 4
     assert torch.equal(rank("random", 7), rank("random", 7))  # seeded
+
+
+def test_components_without_options_take_the_defaults_of_the_options_type(monkeypatch):
+    """Issue 14 item 9: a component built without the preset's options (options None) reads HTGRPOOptions' defaults
+    (one place), not literals of its own: change the type's defaults and the components follow."""
+    import dataclasses
+
+    import htgrpo_patch.config as config
+    from maskgrpo.algo.contexts import CONTEXTS
+    from maskgrpo.sampling.base import SAMPLER_WRAPPERS
+
+    @dataclasses.dataclass(frozen=True)
+    class Changed(config.HTGRPOOptions):
+        structure_ratio: float = 0.25
+        tie_break: str = "raster"
+
+    monkeypatch.setattr(config, "HTGRPOOptions", Changed)
+    assert CONTEXTS.get("revealed_structure")(None, None).structure_ratio == 0.25
+    assert SAMPLER_WRAPPERS.get("ranked")(_FakeBase(torch.zeros(1, 2), torch.zeros(1, 2)), None, None).tie_break == (
+        "raster"
+    )  # fmt: skip

@@ -231,3 +231,81 @@ def test_real_launch_runs_one_round_on_cpu(tiny, prompts, tmp_path) -> None:
     assert re.search(r"components: .*'rewards': 'hpsv3,clip,unifiedreward'", log), log[-3000:]
     assert "round    1 | reward" in log
     assert (out / "final" / "adapter").is_dir() and (out / "metrics.jsonl").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-node: NUM_NODES, HOSTFILE, MASTER_ADDR, TRAIN_GPUS (reward GPUs kept free)
+
+
+def hostfile(path: Path, hosts: int) -> Path:
+    path.write_text("# DeepSpeed hostfile\n" + "".join(f"node-{i} slots=8\n\n" for i in range(hosts)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "nodes, per_round, micro, expect",
+    [
+        # 2 x 8 = 16 ranks, P = 48, G = 9, 1 prompt per micro-batch: 48 / 16 = 3 prompts and 27 rollouts per rank;
+        # 3 x 8 = 24 prompts and 216 rollouts per node; global batch 48 x 9 = 432; accumulation 3 / 1 = 3
+        (2, 48, 1, {"GPUs (ranks)": "16", "prompts per GPU": "3", "rollouts per GPU": "27", "prompts per node": "24",
+                    "rollouts per node": "216", "global batch (rollouts per step)": "432",
+                    "micro-batch (rollouts)": "9", "gradient accumulation steps": "3"}),
+        # 4 x 8 = 32 ranks, P = 128, 2 prompts per micro-batch: 4 prompts and 36 rollouts per rank; 32 prompts and
+        # 288 rollouts per node; global batch 128 x 9 = 1152; micro-batch 2 x 9 = 18 rollouts; accumulation 4 / 2 = 2
+        (4, 128, 2, {"GPUs (ranks)": "32", "prompts per GPU": "4", "rollouts per GPU": "36", "prompts per node": "32",
+                     "rollouts per node": "288", "global batch (rollouts per step)": "1152",
+                     "micro-batch (rollouts)": "18", "gradient accumulation steps": "2"}),
+    ],
+)  # fmt: skip
+def test_multi_node_dry_run_plan(prompts, tmp_path, nodes, per_round, micro, expect) -> None:
+    hosts = hostfile(tmp_path / "hostfile", 4)
+    r = launch("mmada_htgrpo.sh", f"prompts.per_round={per_round}", f"rl.micro_batch_prompts={micro}", DRY_RUN="1",
+               PROMPTS=str(prompts), NUM_NODES=str(nodes), HOSTFILE=str(hosts), MASTER_ADDR="10.1.2.3")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert value(out, "nodes") == str(nodes) and value(out, "GPUs per node") == "8"
+    for label, v in expect.items():
+        assert value(out, label) == v, label
+    # the launcher command: every node through the hostfile, the master address passed on
+    assert f"--hostfile {hosts} --num_nodes {nodes} --num_gpus 8 --master_addr 10.1.2.3 --master_port 29500" in out
+    # ZeRO-2 partitions the LoRA states over all ranks: 2 Psi_t + 14 Psi_t / N, Psi_t = 335,544,320:
+    # N = 16: 0.671 + 0.294 = 0.96 GB; N = 32: 0.671 + 0.147 = 0.82 GB
+    assert re.search(r"trainable states, LoRA r=128 on 7 linears/block\s+" + {2: "0.96", 4: "0.82"}[nodes], out)
+
+
+def test_reward_gpus_kept_free_with_train_gpus(prompts, tmp_path) -> None:
+    """6 training + 2 reward GPUs per node: TRAIN_GPUS becomes DeepSpeed --include over the hostfile's first hosts."""
+    hosts = hostfile(tmp_path / "hostfile", 3)
+    r = launch("mmada_maskgrpo.sh", "prompts.per_round=48", DRY_RUN="1", PROMPTS=str(prompts), NUM_NODES="2",
+               HOSTFILE=str(hosts), MASTER_ADDR="10.1.2.3", TRAIN_GPUS="0,1,2,3,4,5")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    cmd = r.stdout.splitlines()[1].replace("\\", "")  # the printed command, shell-quoting removed
+    assert "--include node-0:0,1,2,3,4,5@node-1:0,1,2,3,4,5 --master_addr 10.1.2.3" in cmd
+    assert "--num_gpus" not in cmd  # DeepSpeed rejects --num_gpus together with --include
+    assert value(r.stdout, "GPUs per node") == "6" and value(r.stdout, "GPUs (ranks)") == "12"
+    assert value(r.stdout, "prompts per GPU") == "4"  # 48 / (2 x 6)
+    one = launch("mmada_maskgrpo.sh", DRY_RUN="1", PROMPTS=str(prompts), TRAIN_GPUS="0,1,2,3,4,5")
+    assert one.returncode == 0 and "--include localhost:0,1,2,3,4,5 --master_port" in one.stdout.replace("\\", "")
+    assert value(one.stdout, "prompts per GPU") == "4"  # 24 / 6
+
+
+def test_multi_node_launch_variables_fail_clearly(prompts, tmp_path) -> None:
+    hosts = hostfile(tmp_path / "hostfile", 2)
+    env = {"DRY_RUN": "1", "PROMPTS": str(prompts), "MASTER_ADDR": "10.1.2.3"}
+    r = launch("mmada_maskgrpo.sh", NUM_NODES="2", HOSTFILE=str(hosts), **env)  # P = 24 over 16 ranks
+    assert r.returncode == 2
+    assert "prompts.per_round=24 must divide by the 16 GPUs (NUM_NODES x NUM_GPUS = 2 x 8)" in r.stderr
+    r = launch("mmada_maskgrpo.sh", NUM_NODES="2", **env)
+    assert r.returncode == 2 and "NUM_NODES=2 needs HOSTFILE" in r.stderr
+    r = launch("mmada_maskgrpo.sh", NUM_NODES="4", HOSTFILE=str(hosts), **env)
+    assert r.returncode == 2 and f"HOSTFILE={hosts} lists 2 host(s), NUM_NODES=4 needs that many" in r.stderr
+    r = launch("mmada_maskgrpo.sh", NUM_NODES="2", HOSTFILE=str(tmp_path / "nope"), **env)
+    assert r.returncode == 2 and f"HOSTFILE={tmp_path / 'nope'} not found" in r.stderr
+    r = launch("mmada_maskgrpo.sh", NUM_NODES="2", HOSTFILE=str(hosts), DRY_RUN="1", PROMPTS=str(prompts))
+    assert r.returncode == 2 and "NUM_NODES=2 needs MASTER_ADDR" in r.stderr
+    r = launch("mmada_maskgrpo.sh", NUM_NODES="two", **env)
+    assert r.returncode == 2 and "NUM_NODES must be a positive integer, got 'two'" in r.stderr
+    r = launch("mmada_maskgrpo.sh", TRAIN_GPUS="0-5", **env)
+    assert r.returncode == 2 and "TRAIN_GPUS must list GPU indices (0,1,2,3,4,5): got '0-5'" in r.stderr
+    r = launch("mmada_maskgrpo.sh", TRAIN_GPUS="0,1,2,3,4,5", NUM_GPUS="8", **env)
+    assert r.returncode == 2 and "NUM_GPUS=8 but TRAIN_GPUS=0,1,2,3,4,5 lists 6 GPUs" in r.stderr

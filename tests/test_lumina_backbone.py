@@ -511,4 +511,4 @@ def test_one_htgrpo_round_end_to_end(rounds) -> None:
         "htgrpo", "lumina", "ranked", "fully_masked", "ht_staged")  # fmt: skip
     assert m["perf/forwards_update"] == MU * P  # one shared fully masked row per prompt and update
     assert m["perf/forwards_old_ref"] == 2 * P
-    assert m["stage/active_frac"] > 0  # the staged loss read the rollouts' ranks
+    assert m["stage/structure/support_frac"] > 0  # the staged loss read the rollouts' ranks

@@ -6,9 +6,11 @@ the client, the wire format and the server are exercised together. Backoffs are 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import pickle
+import select
 import socket
 import subprocess
 import sys
@@ -24,7 +26,13 @@ import numpy as np
 import pytest
 
 from maskgrpo.rewards import REWARDS, RewardError, RewardSpec, build_rewards, combine_rewards, score_all
-from maskgrpo.rewards.client import RemoteReward, RewardServerError
+from maskgrpo.rewards.client import (
+    RemoteReward,
+    RewardServerError,
+    clip_error_text,
+    retry_after_seconds,
+    retry_delay,
+)
 from maskgrpo.rewards.protocol import (
     PROTOCOL,
     UnsafePickleError,
@@ -376,6 +384,14 @@ def test_restricted_unpickler_still_reads_numpy_string_arrays():
     assert restricted_loads(pickle.dumps({"prompts": prompts}))["prompts"].tolist() == prompts.tolist()
 
 
+def test_restricted_unpickler_reads_numpy_scalars_but_refuses_object_dtypes():
+    values = {"a": np.float64(0.25), "b": np.float32(1.5), "c": np.bool_(True), "d": np.int64(3)}
+    assert restricted_loads(pickle.dumps(values)) == values
+    for payload in (np.array([1, "x"], dtype=object), np.dtype("O"), {"scores": [np.array([0.5, None])]}):
+        with pytest.raises(UnsafePickleError, match="holds Python objects"):
+            restricted_loads(pickle.dumps(payload))
+
+
 def test_pickle_is_loopback_only_on_both_ends():
     with pytest.raises(ValueError, match="loopback only"):
         RemoteReward(name="hpsv3", url="http://10.1.2.3:18087/", protocol="pickle")
@@ -456,3 +472,296 @@ def test_every_remote_entry_defaults_to_its_loopback_port():
     for name, port in ports.items():
         fn = REWARDS.get(name)()
         assert fn.url == f"http://127.0.0.1:{port}/score" and fn.protocol == "json" and fn.image_format == "png"
+
+
+# ------------------------------------------------------------------------------------------------ limits (issue 13)
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """Peak resident set size of a process (VmHWM in /proc/PID/status), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"server at {url} not healthy after {timeout} s")
+
+
+def test_body_over_the_limit_is_a_413_the_client_reads_and_never_retries(serve):
+    """Item 10: the server answers 413 without reading the 8 MiB body, then drains it, so the client reads the 413
+    (not "Broken pipe"), does not retry, and the server serves the next request."""
+    scorer = RecordingScorer()
+    url = serve(scorer, max_body_bytes=1024 * 1024)
+    big = np.random.default_rng(0).integers(0, 256, size=(1, 1448, 1448, 3), dtype=np.uint8)  # ~8.4 MB as base64
+    fn = client(url, max_retries=3, max_request_bytes=64 * 1024 * 1024)
+    with pytest.raises(RewardServerError) as err:
+        fn(big, ["p"], [{}])
+    assert err.value.attempts == 1, str(err.value)
+    assert "HTTP 413: body of" in str(err.value) and "over the limit of 1048576" in str(err.value)
+    assert scorer.calls == []
+    assert client(url)(constant_images([51]), ["p"], [{}]).tolist() == [pytest.approx(0.2)]
+
+
+def test_client_splits_requests_by_encoded_bytes_and_refuses_one_image_over_the_limit(serve, monkeypatch):
+    """Item 10: requests stay under max_request_bytes as well as batch_size; scores stay in order."""
+    scorer = RecordingScorer()
+    url = serve(scorer)
+    sizes = []
+    real_post = RemoteReward._post
+
+    def recording_post(self, body, content_type):
+        sizes.append(len(body))
+        return real_post(self, body, content_type)
+
+    monkeypatch.setattr(RemoteReward, "_post", recording_post)
+    images = np.random.default_rng(1).integers(0, 256, size=(7, 48, 48, 3), dtype=np.uint8)  # ~9 KB PNG each
+    fn = client(url, max_request_bytes=32 * 1024, batch_size=64)
+    scores = fn(images, [f"p{i}" for i in range(7)], [{}] * 7)
+    np.testing.assert_allclose(scores, images.reshape(7, -1).mean(axis=1) / 255.0, atol=1e-12)
+    assert len(sizes) >= 3 and max(sizes) <= 32 * 1024, sizes
+    assert sum(c["n"] for c in scorer.calls) == 7 and len(scorer.calls) == len(sizes)
+    sizes.clear()
+    calls_before = len(scorer.calls)
+    huge = np.random.default_rng(2).integers(0, 256, size=(1, 128, 128, 3), dtype=np.uint8)  # ~49 KB PNG
+    with pytest.raises(RewardServerError, match=r"image 0 alone makes a request of \d+ bytes, over max_request_bytes"):
+        fn(huge, ["p"], [{}])
+    assert sizes == [] and len(scorer.calls) == calls_before  # nothing was sent
+
+
+def test_image_over_the_pixel_cap_is_a_413_before_decoding_and_server_memory_stays_flat():
+    """Item 11: a 9,912-byte PNG declaring 9000 x 9000 (243 MB as RGB) is refused from its header; the server
+    process's peak RSS (VmHWM) does not move; the server then scores a normal image."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "maskgrpo.rewards.serve", "--scorer", "maskgrpo.rewards.scorers:mean_intensity"]
+    proc = subprocess.Popen([*cmd, "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_health(url, proc)
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("1", (9000, 9000)).save(buffer, format="PNG")  # 1 bit per pixel: small here, huge decoded
+        payload = {"protocol": PROTOCOL, "images": [b64encode(buffer.getvalue())] * 4}
+        before = _vm_hwm_kib(proc.pid)
+        status, answer = post(url + "/score", json.dumps(payload).encode())
+        after = _vm_hwm_kib(proc.pid)
+        print(f"4 x 9000x9000 PNG, {len(buffer.getvalue())} bytes each: HTTP {status}, VmHWM {before} -> {after} KiB")
+        assert status == 413
+        assert answer["error"] == (
+            "images[0]: 9000x9000 = 81000000 pixels is over the limit of 16777216 per image (--max-pixels)"
+        )
+        assert after - before < 32 * 1024, (before, after)  # KiB; decoding one image would add ~237,000 KiB
+        scores = client(url + "/score")(constant_images([0, 255]), ["a", "b"], [{}, {}])
+        np.testing.assert_allclose(scores, [0.0, 1.0])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def test_pixel_cap_is_configurable_and_its_413_is_not_retried(serve):
+    scorer = RecordingScorer()
+    url = serve(scorer, max_pixels=15 * 15)
+    with pytest.raises(RewardServerError, match=r"HTTP 413: images\[0\]: 16x16 = 256 pixels is over") as err:
+        client(url, max_retries=3)(constant_images([0, 0], size=16), ["p", "q"], [{}, {}])
+    assert err.value.attempts == 1 and scorer.calls == []
+    assert client(url)(constant_images([51], size=15), ["p"], [{}]).tolist() == [pytest.approx(0.2)]
+
+
+def test_decoding_runs_under_the_scoring_lock(serve, monkeypatch):
+    """Item 11: with 4 clients at once, at most one request's images are being decoded or scored at a time."""
+    import maskgrpo.rewards.serve as serve_module
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def enter():
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+
+    def leave():
+        with lock:
+            active[0] -= 1
+
+    real_decode = serve_module.decode_image
+
+    def counting_decode(data, max_pixels):
+        enter()
+        try:
+            time.sleep(0.02)
+            return real_decode(data, max_pixels)
+        finally:
+            leave()
+
+    def counting_scorer(images, prompts, metadata):
+        enter()
+        time.sleep(0.02)
+        leave()
+        return [float(np.asarray(im).mean() / 255.0) for im in images]
+
+    monkeypatch.setattr(serve_module, "decode_image", counting_decode)
+    url = serve(counting_scorer)
+    results: dict[int, list[float]] = {}
+
+    def run(k: int) -> None:
+        results[k] = client(url)(constant_images([k * 50, k * 50]), ["p", "q"], [{}, {}]).tolist()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert results == {k: [pytest.approx(k * 50 / 255)] * 2 for k in range(4)}
+    assert peak[0] == 1
+
+
+def _read_all(sock: socket.socket, deadline: float) -> bytes:
+    """Read until the peer closes or the deadline passes."""
+    data = b""
+    while time.monotonic() < deadline:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_slow_body_is_dropped_after_the_read_timeout_even_when_it_trickles(serve):
+    """Item 11: a client that sends its body one byte every 50 ms (never idle for a full timeout) is answered 408
+    and disconnected after read_timeout = 0.5 s; nothing is scored and the server serves the next client."""
+    scorer = RecordingScorer()
+    url = serve(scorer, read_timeout=0.5)
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    start = time.monotonic()
+    try:
+        sock.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        for _ in range(60):  # at most 3 s of trickling
+            try:
+                sock.sendall(b" ")
+            except OSError:  # the server closed the connection
+                break
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable:
+                break
+        answer = _read_all(sock, time.monotonic() + 2)
+    finally:
+        sock.close()
+    elapsed = time.monotonic() - start
+    print(f"trickling client answered {answer[:12]!r} and dropped after {elapsed:.2f} s (read_timeout 0.5 s)")
+    assert answer.startswith(b"HTTP/1.0 408"), answer[:200]
+    assert b"request not received within 0.5 s" in answer
+    assert 0.45 <= elapsed < 2.0, elapsed
+    assert scorer.calls == []
+    assert client(url)(constant_images([51]), ["p"], [{}]).tolist() == [pytest.approx(0.2)]
+
+
+def test_slow_headers_are_dropped_after_the_read_timeout(serve):
+    url = serve(RecordingScorer(), read_timeout=0.5)
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    start = time.monotonic()
+    try:
+        closed = False
+        for byte in b"POST /score HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 60:  # bounded: 93 bytes, 4.6 s max
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable and sock.recv(1024) == b"":
+                closed = True
+                break
+    finally:
+        sock.close()
+    assert closed and time.monotonic() - start < 2.0
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """Answers the statuses of ``server.script`` in turn (status, headers), then 200 with a score."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.hits += 1
+        status, headers = self.server.script.pop(0) if self.server.script else (200, {})
+        body = json.dumps({"scores": [0.75]} if status == 200 else {"error": f"status {status}"}).encode()
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def start(script: list[tuple[int, dict]]) -> tuple[ThreadingHTTPServer, str]:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+        server.script, server.hits = list(script), 0
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return server, f"http://127.0.0.1:{server.server_address[1]}/score"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_429_502_504_are_retried_with_backoff_honouring_retry_after(scripted, monkeypatch):
+    """Item 12: the k-th retry waits backoff * 2**k, or Retry-After when longer (capped at 60 s)."""
+    sleeps = []
+    monkeypatch.setattr("maskgrpo.rewards.client.time.sleep", sleeps.append)
+    server, url = scripted([(429, {"Retry-After": "7"}), (502, {}), (504, {}), (503, {"Retry-After": "100000"})])
+    assert client(url, max_retries=5, backoff=0.5)(constant_images([0]), ["p"], [{}]).tolist() == [0.75]
+    assert server.hits == 5
+    assert sleeps == [7.0, 1.0, 2.0, 60.0]  # max(0.5, 7); 0.5 * 2; 0.5 * 4; min(max(4, 100000), 60)
+
+
+def test_429_forever_gives_up_after_max_retries_naming_the_status(scripted, monkeypatch):
+    monkeypatch.setattr("maskgrpo.rewards.client.time.sleep", lambda s: None)
+    server, url = scripted([(429, {"Retry-After": "1"})] * 10)
+    with pytest.raises(RewardServerError, match=r"gave up; last failure: HTTP 429: status 429") as err:
+        client(url, max_retries=2)(constant_images([0]), ["p"], [{}])
+    assert err.value.attempts == 3 and server.hits == 3
+
+
+def test_retry_after_header_forms():
+    assert retry_after_seconds("12") == 12.0
+    assert retry_after_seconds(" 0 ") == 0.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0  # in the past
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+    assert retry_delay(1, 1.0, None) == 1.0 and retry_delay(3, 1.0, 0.5) == 4.0 and retry_delay(9, 1.0, None) == 60.0
+
+
+def test_error_text_keeps_head_and_tail():
+    text = "Traceback (most recent call last):\n" + "x" * 5000 + "\nKeyError: 'only_strict'"
+    clipped = clip_error_text(text)
+    assert clipped.startswith("Traceback (most recent call last):") and clipped.endswith("KeyError: 'only_strict'")
+    assert len(clipped) < 2100 and clip_error_text("short") == "short"

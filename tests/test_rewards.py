@@ -370,6 +370,7 @@ def _offline_setup(name: str, tiny_clip_dir: str, url: str, spec: WorldSpec) -> 
         "http": (remote, {}),
         "shapes_geneval": ({}, {"world_spec": spec}),
         "shapes_geneval_strict": ({}, {"world_spec": spec}),
+        "shapes_geneval_graded": ({}, {"world_spec": spec}),
     }
     if name not in table:
         pytest.fail(f"registered reward {name!r} has no offline setup in the contract test: add one")

@@ -3,6 +3,11 @@
 Baseline (``random_remask``, method.md 2 [MG]): inner update m re-masks every image position of every rollout
 independently with probability ratio_m; the support set is the re-masked positions. Registered by name; the patch
 adds its own builders to the same registry without touching this file.
+
+The rule every builder keeps (method.md 3.5): a token is never scored at a slot that is visible in its own input
+row (:func:`scored_at_visible_slot` is all False). The one exemption is explicit: ``loss_mask: upstream_count``,
+upstream MaskGRPO's quirk of weighting every token by how many of the mu masks covered it, visible ones included.
+tests/test_context_rule.py checks the rule over every registered builder.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import torch
 
 from maskgrpo.algo.equations import remask_ratio
 from maskgrpo.algo.types import ModelInput, Rollouts, RoundContexts, UpdatePlan
+from maskgrpo.forward_plan import forward_groups
+from maskgrpo.layout import T2IBatch
 from maskgrpo.registry import Registry
 
 
@@ -24,6 +31,20 @@ class ContextBuilder(Protocol):
 
 CONTEXTS: Registry[Any] = Registry("context builder")
 """name -> factory(cfg: TrainRun, options: the preset's typed patch options or None) -> ContextBuilder."""
+
+
+def scored_at_visible_slot(rollouts: Rollouts, contexts: RoundContexts) -> torch.Tensor:
+    """(mu, B, N) bool: token k of rollout i is in update m's support set while its own input row shows a code (not
+    the mask id) at slot k. The rule of every context builder is that this is all False."""
+    p = rollouts.prompts
+    out = []
+    for plan in contexts.updates:
+        inp = contexts.inputs[plan.input_index]
+        rows = inp.rows if inp.rows.dim() == 2 else inp.rows[:, None].expand_as(rollouts.codes)  # (B, N)
+        slots = inp.input_ids[:, p.image_positions]  # (R, N)
+        shown = slots.gather(0, rows) != p.mask_id  # (B, N): slots[rows[i, k], k]
+        out.append(shown & (plan.support > 0))
+    return torch.stack(out)  # (mu, B, N)
 
 
 def remask_ratios(schedule: str, num_updates: int, min_mask_rate: float, generator: torch.Generator) -> list[float]:
@@ -69,3 +90,28 @@ class RandomRemask:
 @CONTEXTS.register("random_remask")
 def _random_remask(cfg: Any, options: Any = None) -> RandomRemask:
     return RandomRemask(cfg.remask.schedule, cfg.remask.min_mask_rate, cfg.remask.loss_mask)
+
+
+def forward_rows(builder: ContextBuilder, prompts: int, micro_batch_prompts: int, group_size: int,
+                 num_image_tokens: int, num_steps: int, num_updates: int) -> tuple[int, int]:  # fmt: skip
+    """(update rows, old/ref rows): the most model-input rows one forward reads on a rank with ``prompts`` prompts,
+    in an inner update and in an old / reference pass, as the trainer groups its micro-batches
+    (``maskgrpo.forward_plan.forward_groups``: whole micro-batches merged while <= micro_batch_prompts * G rows).
+    Measured by building ``builder``'s contexts on synthetic rollouts in which every one of ``num_steps`` sampler
+    steps commits tokens (the most trajectory rows) and ranks follow the commit order. With 3 prompts per rank and
+    one per micro-batch: MaskGRPO G; HT-GRPO 3 (one shared row per prompt); A5 1 + G; TraceGRPO G * ceil(T / shrink).
+    """
+    b, n = prompts * group_size, num_image_tokens
+    ids = torch.ones(prompts, n + 2, dtype=torch.long)  # (P, T): id 1 = the mask id; ids 0 / 1 code / mask
+    ids[:, [0, -1]] = 2  # one text slot each side
+    attn = torch.ones_like(ids, dtype=torch.bool)
+    batch = T2IBatch(ids, attn, ids, attn, torch.arange(1, n + 1), code_offset=0, codebook_size=1, mask_id=1)
+    step = (torch.arange(n) % num_steps).expand(b, n)  # (B, N) every step commits
+    rank = (step * n + torch.arange(n)).argsort(1).argsort(1) + 1  # (B, N) commit order, raster ties
+    rollouts = Rollouts(batch, group_size, torch.zeros(b, n, dtype=torch.long), step, torch.zeros(b, n),
+                        {"rank": rank})  # fmt: skip
+    ctx = builder.build(rollouts, num_updates, torch.Generator().manual_seed(0))
+    mb = micro_batch_prompts * group_size
+    micro_batches = [torch.arange(s, min(s + mb, b)) for s in range(0, b, mb)]
+    rows = [max(g.rows for g in forward_groups(inp.rows, micro_batches, mb)) for inp in ctx.inputs]
+    return max(rows[u.input_index] for u in ctx.updates), max(rows)

@@ -17,7 +17,15 @@ AGGREGATIONS = {"token_mean": aggregate_token_mean, "seq_mean": aggregate_seq_me
 
 
 class PolicyLoss(Protocol):
+    reductions: dict[str, str]
+    """Metric key -> how the trainer reduces it over the micro-batches that reported it (``maskgrpo.algo.
+    metric_reduce.REDUCTIONS``: mean, max); keys not named reduce by mean."""
+
     def __call__(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+
+POLICY_REDUCTIONS = {"policy/ratio_max": "max"}
+"""Reductions of ``policy_metrics``' keys that are not a mean (a loss that renames them declares the new keys)."""
 
 
 LOSSES: Registry[Any] = Registry("policy loss")
@@ -51,6 +59,7 @@ class GRPOLoss:
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation {aggregation!r}; valid: {sorted(AGGREGATIONS)}")
         self.clip_eps, self.kl_beta, self.aggregate = clip_eps, kl_beta, AGGREGATIONS[aggregation]
+        self.reductions = dict(POLICY_REDUCTIONS)
 
     def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         adv = x.advantages[:, None].expand_as(x.logp)  # (b, N): A_hat = A_i

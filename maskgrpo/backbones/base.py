@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from maskgrpo.errors import RunError, one_line
 from maskgrpo.layout import T2IBatch
 from maskgrpo.registry import Registry
 
@@ -27,6 +28,10 @@ class Backbone(Protocol):
 
     def decode(self, codes: torch.Tensor) -> np.ndarray:
         """(B, N) codes in [0, K) -> (B, H, W, 3) uint8 images."""
+        ...
+
+    def unknown_words(self, captions: list[str]) -> list[str]:
+        """Sorted distinct words of ``captions`` the prompt encoder maps to an unknown token ([] for subwords)."""
         ...
 
 
@@ -44,8 +49,32 @@ def check_loader_options(name: str, loader: Any, options: dict, vq_dtype: str) -
     return DTYPES[vq_dtype]
 
 
+def tokenizer_unknown_words(tokenizer: Any, captions: list[str]) -> list[str]:
+    """Sorted distinct whitespace-separated words of ``captions`` that a Hugging Face tokenizer encodes with its
+    unknown token (none for byte-level BPE, which has no ``unk_token_id``)."""
+    unk = tokenizer.unk_token_id
+    words = sorted({w for c in captions for w in c.split()})
+    if unk is None or not words:
+        return []
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+    return [w for w, i in zip(words, ids) if unk in i]
+
+
 BACKBONES: Registry[Any] = Registry("backbone")
 """name -> loader(path: str, **options) -> Backbone."""
+
+
+def load_backbone(name: str, path: str, dtype: torch.dtype, device: str | torch.device, options: dict) -> Backbone:
+    """The registered loader ``name`` on ``path``; a bad base (missing, truncated or garbled file, wrong keys or
+    shapes, unknown option) is a :class:`RunError` whose one line names the backbone, the path and the loader's
+    message (which names the file). Every loader validates what it reads and raises ValueError / OSError for it."""
+    from safetensors import SafetensorError
+
+    loader = BACKBONES.get(name)
+    try:
+        return loader(path, dtype=dtype, device=device, **options)
+    except (ValueError, OSError, SafetensorError) as e:
+        raise RunError(f"cannot load backbone {name!r} from {path}: {one_line(e)}") from e
 
 
 @torch.no_grad()

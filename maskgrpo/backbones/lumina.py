@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskgrpo.backbones.base import BACKBONES, check_loader_options
+from maskgrpo.backbones.base import BACKBONES, check_loader_options, tokenizer_unknown_words
 from maskgrpo.backbones.mmada import (
     TOKENIZER_PATTERNS,
     MMaDABackbone,
@@ -105,6 +105,10 @@ class LuminaBackbone:
         """Left-padded rows (B, T) for B prompts, every code slot masked, plus the unconditional rows."""
         text = self.tokenize([self.layout.prompt_text(p) for p in prompts])
         return self.layout.build_batch(text, self.uncond_text_ids)
+
+    def unknown_words(self, captions: list[str]) -> list[str]:
+        """Words of ``captions`` the tokenizer encodes as its unknown token (none for the released BPE)."""
+        return tokenizer_unknown_words(self.tokenizer, captions)
 
     def _vq_device_dtype(self) -> tuple[torch.device, torch.dtype]:
         p = next(self.vq.parameters())

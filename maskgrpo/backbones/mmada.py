@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskgrpo.backbones.base import BACKBONES, check_loader_options
+from maskgrpo.backbones.base import BACKBONES, check_loader_options, tokenizer_unknown_words
 from maskgrpo.layout import MMaDALayout, T2IBatch, mmada_8b
 from maskgrpo.models import LLaDAModelLM
 from maskgrpo.models.loading import WEIGHT_PATTERNS, load_llada, resolve_checkpoint_dir
@@ -66,6 +66,10 @@ class MMaDABackbone:
     def prompt_batch(self, prompts: list[str]) -> T2IBatch:
         """Rows (B, W + N + 2) for B prompts, every image slot masked, plus the matching unconditional rows."""
         return self.layout.build_batch(self.tokenize(prompts))
+
+    def unknown_words(self, captions: list[str]) -> list[str]:
+        """Words of ``captions`` the tokenizer encodes as its unknown token (none for the released BPE)."""
+        return tokenizer_unknown_words(self.tokenizer, captions)
 
     def check_codes(self, codes: torch.Tensor) -> None:
         """models.md 7.8: (B, N) integer codes in [0, K); a mask id or a vocabulary id is named, never clamped."""

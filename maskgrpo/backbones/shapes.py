@@ -6,6 +6,7 @@ Directory layout (written by ``maskgrpo.toy.pretrain``)::
     text_tokenizer.json    WordTokenizer
     image_tokenizer/       PatchTokenizer (k-means patch codebook)
     world.json             world config, text window, train / held-out prompt metadata
+    manifest.json          recipe + SHA-256 of every file (maskgrpo.toy.base_manifest), checked at load
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from maskgrpo.config import config_from_dict, to_dict
 from maskgrpo.config.schema import ShapesWorldConfig
 from maskgrpo.layout import MMaDALayout, T2IBatch
 from maskgrpo.models import LLaDAModelLM
+from maskgrpo.models.loading import load_llada, read_json
+from maskgrpo.toy.base_manifest import verify_base
 from maskgrpo.toy.image_tokenizer import PatchTokenizer
 from maskgrpo.toy.text_tokenizer import WordTokenizer, shapes_layout
 from maskgrpo.toy.world import WorldSpec
 
 REQUIRED_FILES = ("model/config.json", "text_tokenizer.json", "image_tokenizer", "world.json")
+WORLD_KEYS = ("world", "text_window", "train_prompts", "eval_prompts")
+"""Keys of world.json."""
 
 
 def world_spec(cfg: ShapesWorldConfig) -> WorldSpec:
@@ -55,6 +60,10 @@ class ShapesBackbone:
     def decode(self, codes: torch.Tensor) -> np.ndarray:
         return self.image_tokenizer.decode(codes)
 
+    def unknown_words(self, captions: list[str]) -> list[str]:
+        """Caption words outside the world's word vocabulary (each would be encoded as ``<unk>``)."""
+        return self.text_tokenizer.unknown_words(captions)
+
     def save(self, directory: str | Path, model: bool = True) -> None:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -82,12 +91,18 @@ def load_shapes(path: str | Path, dtype: torch.dtype = torch.float32, device: st
             f"{d} is not a ShapesWorld base (missing {missing}); create one with "
             f"`python -m maskgrpo.toy.pretrain run.output_dir={d}`"
         )
-    meta = json.loads((d / "world.json").read_text())
+    verify_base(d)  # manifest.json, when present: every file's SHA-256 (one-line RunError naming a changed file)
+    meta = read_json(d / "world.json")
+    absent = [k for k in WORLD_KEYS if not isinstance(meta, dict) or k not in meta]
+    if absent:
+        raise ValueError(f"{d / 'world.json'}: missing key(s) {absent}; the base is damaged, re-create it")
     world = config_from_dict(ShapesWorldConfig, meta["world"], where=str(d / "world.json"))
     text_tok = WordTokenizer.load(d / "text_tokenizer.json")
     image_tok = PatchTokenizer.load(d / "image_tokenizer")
     layout = shapes_layout(text_tok, image_tok.codebook_size, world.canvas // world.patch, meta["text_window"])
-    model = LLaDAModelLM.from_pretrained(d / "model", dtype=dtype).to(device)
-    if model.config.mask_token_id != layout.mask_id or model.config.embedding_size < layout.vocab_needed:
-        raise ValueError(f"{d / 'model/config.json'}: mask id / embedding size do not match the saved tokenizers")
+    # strict: config.json and every safetensors key and shape checked (no silently re-initialised weight)
+    model = load_llada(d / "model", dtype=dtype, device=device, expected_mask_id=layout.mask_id)
+    if model.config.embedding_size < layout.vocab_needed:
+        raise ValueError(f"{d / 'model/config.json'}: embedding_size {model.config.embedding_size} < "
+                         f"{layout.vocab_needed} ids of the saved tokenizers")  # fmt: skip
     return ShapesBackbone(model, text_tok, image_tok, layout, world, meta["train_prompts"], meta["eval_prompts"])

@@ -4,7 +4,11 @@ Every error names the key, the file and the line (or the command-line override) 
 key. Field documentation is the attribute docstring under each dataclass field (CleanRL style); ``field_docs``
 reads it back from the source so ``--help`` and the docs are generated from one place.
 
-Range checks live in the field's metadata: ``field(default=0.2, metadata=rng(ge=0.0, lt=1.0))``.
+Range checks live in the field's metadata: ``field(default=0.2, metadata=rng(ge=0.0, lt=1.0))``; a name that must be
+registered (a sampler, a backbone) declares ``metadata=one_of("sampler", names)``. Every float (also inside ``Any``
+values such as ``rollout.options``) must be finite: ``.inf`` / ``.nan`` fail at load. A check across fields lives in
+the dataclass's ``__post_init__`` and raises :class:`FieldError` naming the key, so the error points at its line.
+Errors show plain values (what the YAML said), never the loader's internal objects.
 """
 
 from __future__ import annotations
@@ -13,21 +17,34 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 import textwrap
 import types
 import typing
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from maskgrpo.errors import RunError
+
 T = TypeVar("T")
 _SCI = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot be accepted; the message names key, file and line."""
+class ConfigError(RunError, ValueError):
+    """A config value that cannot be accepted; the message names key, file and line (one line, exit status 2)."""
+
+
+class FieldError(ValueError):
+    """Raised by a config dataclass's ``__post_init__`` for a bad combination of values: ``key`` (dotted, relative to
+    that dataclass, e.g. ``"rl.micro_batch_prompts"``) names the field whose file and line the error shows."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +92,12 @@ def rng(ge: float | None = None, gt: float | None = None, le: float | None = Non
     return {"range": (ge, gt, le, lt)}
 
 
+def one_of(kind: str, names: Callable[[], Iterable[str]]) -> dict:
+    """Field metadata: the value must be one of ``names()`` (called at load, so a registry can fill lazily), e.g.
+    ``field(default="emerge", metadata=one_of("sampler", sampler_names))``."""
+    return {"one_of": (kind, names)}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # YAML -> tree of _Val with sources
 
@@ -102,8 +125,15 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> _Val:
         raise ConfigError(f"config file not found: {path}")
     try:
         node = yaml.compose(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); save it as UTF-8") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from e
     if node is None:
         return _Val({}, _Src(f"{path}:1"))
     tree = _from_node(node, str(path))
@@ -162,19 +192,34 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _check_finite(val: _Val, key: str) -> None:
+    """Every float in a value (also nested in lists and mappings) must be finite; the error names the item."""
+    v = val.value
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{val.src}: {key}={v!r} is not a finite number (inf and nan are not accepted)")
+    if isinstance(v, list):
+        for i, x in enumerate(v):
+            _check_finite(x, f"{key}[{i}]")
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _check_finite(x, f"{key}.{k}")
+
+
 def _convert(tp: Any, val: _Val, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     v = val.value
+    shown = _plain(val)  # what the YAML said, for messages
     if tp is Any:
-        return _plain(val)
+        _check_finite(val, key)
+        return shown
     if tp is RawSection:
         if not isinstance(v, dict):
-            raise ConfigError(f"{val.src}: {key} must be a mapping, got {_plain(val)!r}")
+            raise ConfigError(f"{val.src}: {key} must be a mapping, got {shown!r}")
         return RawSection(val)
     if dataclasses.is_dataclass(tp):
         if not isinstance(v, dict):
-            raise ConfigError(f"{val.src}: {key} must be a mapping (section {_type_name(tp)}), got {_plain(val)!r}")
+            raise ConfigError(f"{val.src}: {key} must be a mapping (section {_type_name(tp)}), got {shown!r}")
         return _build(tp, val, key + ".")
     if origin in (Union, types.UnionType):
         if v is None and type(None) in args:
@@ -185,16 +230,18 @@ def _convert(tp: Any, val: _Val, key: str) -> Any:
                 return _convert(a, val, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{val.src}: {key}={v!r} matches none of {tp}")
+                if isinstance(v, dict) and typing.get_origin(a) is dict:  # a mapping: its own error says most
+                    raise
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{val.src}: {key}={shown!r} matches none of {tp}")
     if origin is Literal:
-        if v not in args:
-            close = difflib.get_close_matches(str(v), [str(a) for a in args], n=1)
+        if isinstance(v, (dict, list)) or v not in args:
+            close = difflib.get_close_matches(str(shown), [str(a) for a in args], n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{val.src}: {key}={v!r} is not one of {list(args)}.{hint}")
+            raise ConfigError(f"{val.src}: {key}={shown!r} is not one of {list(args)}.{hint}")
         return v
     if origin in (list, tuple):
         if not isinstance(v, list):
-            raise ConfigError(f"{val.src}: {key} must be a list, got {v!r}")
+            raise ConfigError(f"{val.src}: {key} must be a list, got {shown!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(v):
                 raise ConfigError(f"{val.src}: {key} must have {len(args)} items, got {len(v)}")
@@ -204,26 +251,33 @@ def _convert(tp: Any, val: _Val, key: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(v, dict):
-            raise ConfigError(f"{val.src}: {key} must be a mapping, got {v!r}")
-        vt = args[1] if args else Any
+            raise ConfigError(f"{val.src}: {key} must be a mapping, got {shown!r}")
+        kt, vt = args if args else (Any, Any)
+        for k, x in v.items():  # a Literal key type names the valid keys (e.g. per-stage values)
+            if typing.get_origin(kt) is Literal and k not in typing.get_args(kt):
+                close = difflib.get_close_matches(str(k), [str(a) for a in typing.get_args(kt)], n=1)
+                hint = f" Did you mean '{key}.{close[0]}'?" if close else f" Valid keys: {list(typing.get_args(kt))}"
+                raise ConfigError(f"{x.src}: unknown key '{key}.{k}'.{hint}")
         return {k: _convert(vt, x, f"{key}.{k}") for k, x in v.items()}
     if tp is bool:
         if not isinstance(v, bool):
-            raise ConfigError(f"{val.src}: {key} must be true or false, got {v!r}")
+            raise ConfigError(f"{val.src}: {key} must be true or false, got {shown!r}")
         return v
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{val.src}: {key} must be an integer, got {v!r}")
+            raise ConfigError(f"{val.src}: {key} must be an integer, got {shown!r}")
         return v
     if tp is float:
         if isinstance(v, str) and _SCI.match(v):  # YAML 1.1 reads 1e-5 (no dot) as a string
             v = float(v)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"{val.src}: {key} must be a number, got {v!r}")
+            raise ConfigError(f"{val.src}: {key} must be a number, got {shown!r}")
+        if not math.isfinite(v):
+            raise ConfigError(f"{val.src}: {key}={v!r} is not a finite number (inf and nan are not accepted)")
         return float(v)
     if tp is str:
         if not isinstance(v, str):
-            raise ConfigError(f"{val.src}: {key} must be a string, got {v!r}")
+            raise ConfigError(f"{val.src}: {key} must be a string, got {shown!r}")
         return v
     raise ConfigError(f"{val.src}: {key}: unsupported field type {_type_name(tp)}")
 
@@ -237,10 +291,15 @@ def _plain(val: _Val) -> Any:
     return v
 
 
-def _check_range(f: dataclasses.Field, value: Any, key: str, src: _Src) -> None:
+def _check_range(f: dataclasses.Field, value: Any, key: str, val: _Val) -> None:
     bounds = f.metadata.get("range")
     if bounds is None or value is None:
         return
+    if isinstance(value, dict):  # a mapping of numbers (e.g. per stage): every entry must be in the range
+        for k, x in value.items():
+            _check_range(f, x, f"{key}.{k}", val.value[k])
+        return
+    src = val.src
     ge, gt, le, lt = bounds
     bad = (
         (ge is not None and value < ge)
@@ -252,6 +311,28 @@ def _check_range(f: dataclasses.Field, value: Any, key: str, src: _Src) -> None:
         parts = [f">= {ge}" if ge is not None else "", f"> {gt}" if gt is not None else "",
                  f"<= {le}" if le is not None else "", f"< {lt}" if lt is not None else ""]  # fmt: skip
         raise ConfigError(f"{src}: {key}={value!r} is out of range (must be {' and '.join(p for p in parts if p)})")
+
+
+def _check_one_of(f: dataclasses.Field, value: Any, key: str, src: _Src) -> None:
+    choice = f.metadata.get("one_of")
+    if choice is None or value is None:
+        return
+    kind, names = choice
+    valid = sorted(names())
+    if value not in valid:
+        close = difflib.get_close_matches(str(value), valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{src}: {key}={value!r} is not a registered {kind}; valid names: {valid}.{hint}")
+
+
+def _find_src(tree: _Val, dotted: str) -> _Src | None:
+    """Source of the value at ``a.b.c`` inside ``tree`` (None where it was not given)."""
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node.value, dict) or part not in node.value:
+            return None
+        node = node.value[part]
+    return node.src
 
 
 def _build(cls: type[T], tree: _Val, prefix: str = "") -> T:
@@ -267,13 +348,19 @@ def _build(cls: type[T], tree: _Val, prefix: str = "") -> T:
     for name, f in fields.items():
         if name in given:
             kwargs[name] = _convert(hints[name], given[name], prefix + name)
-            _check_range(f, kwargs[name], prefix + name, given[name].src)
+            _check_range(f, kwargs[name], prefix + name, given[name])
+            _check_one_of(f, kwargs[name], prefix + name, given[name].src)
         elif dataclasses.is_dataclass(hints[name]) and f.default is dataclasses.MISSING:
             kwargs[name] = _build(hints[name], _Val({}, tree.src), prefix + name + ".")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{tree.src}: missing required key '{prefix}{name}'")
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise
+    except FieldError as e:
+        src = _find_src(tree, e.key) or tree.src
+        raise ConfigError(f"{src}: {prefix}{e.key}: {e}") from e
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{tree.src}: in section '{prefix.rstrip('.') or cls.__name__}': {e}") from e
 

@@ -9,7 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from maskgrpo.config.loader import RawSection, rng
+from maskgrpo.config.loader import ConfigError, FieldError, RawSection, one_of, rng
+
+
+def _sampler_names() -> list[str]:
+    from maskgrpo.sampling import SAMPLERS  # late import: the registry fills when sampling is imported
+
+    return SAMPLERS.names()
+
+
+def _backbone_names() -> list[str]:
+    from maskgrpo.backbones import BACKBONES  # late import: heavy (transformers), only when the key is given
+
+    return BACKBONES.names()
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,7 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    name: str = "emerge"
+    name: str = field(default="emerge", metadata=one_of("sampler", _sampler_names))
     """Registered sampler: 'emerge' (MaskGRPO ancestral, rollouts) or 'maskgit' (MMaDA confidence, eval)."""
     num_steps: int = field(default=12, metadata=rng(ge=1))
     """Denoising steps T."""
@@ -93,9 +105,8 @@ class SamplerConfig:
     """Extra sampler arguments (e.g. maskgit: tau0, tau_schedule; any: probs_dtype)."""
 
     def __post_init__(self) -> None:
-        from maskgrpo.sampling import SAMPLERS  # late import: the registry fills when sampling is imported
-
-        SAMPLERS.get(self.name)  # raises with the valid names
+        if self.name not in _sampler_names():  # built in code (eval flags); the loader checks YAML via one_of
+            raise FieldError("name", f"{self.name!r} is not a registered sampler; valid names: {_sampler_names()}")
 
     def build(self) -> Any:
         from maskgrpo.sampling import build_sampler
@@ -140,7 +151,7 @@ class ToyPretrainRun:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    name: str = "shapes"
+    name: str = field(default="shapes", metadata=one_of("backbone", _backbone_names))
     """Registered backbone loader: 'shapes' (ShapesWorld toy base), 'mmada', 'lumina'."""
     path: str = "cache/toy_base"
     """Local directory (or hub id, for real backbones) of the base model."""
@@ -247,8 +258,9 @@ class LoraSettings:
     """LoRA rank [MG: 128]."""
     alpha: int = field(default=64, metadata=rng(ge=1))
     """LoRA alpha [MG: 64]."""
-    dropout: float = field(default=0.05, metadata=rng(ge=0.0, lt=1.0))
-    """LoRA dropout [MG: 0.05]."""
+    dropout: float = field(default=0.0, metadata=rng(ge=0.0, lt=1.0))
+    """LoRA dropout [MG: 0.05]. RL runs without dropout: the policy builder sets it to 0 with a note (rollouts and
+    old log-probs in eval mode, updates in train mode must be one function; maskgrpo/policy.py)."""
     targets: Literal["all", "maskgrpo_effective"] = "all"
     """'all': the seven block linears; 'maskgrpo_effective': q/k/v/up only (what upstream's Llama names matched)."""
 
@@ -315,3 +327,23 @@ class TrainRun:
     """Preset of components: null = MaskGRPO; 'htgrpo' = HT-GRPO (imports the htgrpo_patch package only then)."""
     patch_options: RawSection = field(default_factory=RawSection)
     """Options of the selected patch, typed and checked by the patch (htgrpo: see htgrpo_patch/config.py)."""
+
+    def __post_init__(self) -> None:
+        if self.prompts.per_round % self.rl.micro_batch_prompts:
+            raise FieldError(
+                "rl.micro_batch_prompts",
+                f"{self.rl.micro_batch_prompts} does not divide "
+                f"prompts.per_round={self.prompts.per_round} (micro-batches hold whole prompt groups)",
+            )
+
+
+def check_world_size(cfg: TrainRun, world: int) -> None:
+    """The checks that need the number of ranks: P divides by it, and P / ranks by ``rl.micro_batch_prompts``."""
+    p, mb = cfg.prompts.per_round, cfg.rl.micro_batch_prompts
+    if p % world:
+        raise ConfigError(f"prompts.per_round={p} must divide by the {world} ranks")
+    if (p // world) % mb:
+        raise ConfigError(
+            f"rl.micro_batch_prompts={mb} must divide the prompts per rank "
+            f"(prompts.per_round={p} / {world} ranks = {p // world})"
+        )

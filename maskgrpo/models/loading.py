@@ -22,6 +22,7 @@ RoPE tables are computed per forward and the model has no buffers, so nothing st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import re
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,28 @@ def resolve_checkpoint_dir(
     return Path(snapshot_download(repo_id=str(path_or_hub_id), allow_patterns=list(allow_patterns)))
 
 
+def read_json(file: str | os.PathLike) -> Any:
+    """A JSON file of a checkpoint; a garbled one is a ValueError naming file and line (never a bare decode error)."""
+    try:
+        return json.loads(Path(file).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{file}: not a UTF-8 JSON file (byte {e.start}); the file is damaged") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno}); the file is damaged") from e
+
+
+@contextlib.contextmanager
+def open_safetensors(file: str | os.PathLike, device: str = "cpu") -> Iterator[Any]:
+    """``safe_open`` whose errors (a truncated or damaged file) are ValueErrors naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device=device) as f:
+            yield f
+    except SafetensorError as e:
+        raise ValueError(f"{file}: not a readable safetensors file, truncated or damaged? ({e})") from e
+
+
 def _short(items: list[str], limit: int = 12) -> str:
     more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
@@ -119,7 +143,9 @@ def read_llada_config(directory: str | os.PathLike, expected_mask_id: int | None
     file = Path(directory) / CONFIG_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file} not found: an LLaDA / MMaDA checkpoint directory needs its config.json")
-    raw = json.loads(file.read_text(encoding="utf-8"))
+    raw = read_json(file)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(raw).__name__}")
     if raw.get("model_type") not in MODEL_TYPES:
         raise ValueError(f"{file}: model_type {raw.get('model_type')!r} is not one of {list(MODEL_TYPES)}")
     kwargs = {k: v for k, v in raw.items() if k not in _METADATA_KEYS}
@@ -158,12 +184,13 @@ def scan_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, TensorEntry
     an index that disagrees with them (a key it maps to a shard that lacks it, a key a shard has that it does not
     list, a key in two shards) is an error naming both files.
     """
-    from safetensors import safe_open
-
     d = Path(directory)
     index = d / INDEX_FILE
     if index.is_file():
-        weight_map: dict[str, str] = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        raw = read_json(index)
+        if not isinstance(raw, dict) or not isinstance(raw.get("weight_map"), dict):
+            raise ValueError(f"{index}: no 'weight_map' mapping of tensor names to shard files")
+        weight_map: dict[str, str] = raw["weight_map"]
         files = sorted({d / name for name in weight_map.values()})
         absent = [str(f) for f in files if not f.is_file()]
         if absent:
@@ -176,7 +203,7 @@ def scan_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, TensorEntry
 
     entries: dict[str, TensorEntry] = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as f:
+        with open_safetensors(file) as f:
             for key in f.keys():
                 if key in entries:
                     raise ValueError(f"key {key} is stored twice: in {entries[key].file} and in {file}")
@@ -302,10 +329,8 @@ def load_llada(
 def _assign_from_files(model: torch.nn.Module, by_file: dict[Path, list[str]], dtype: torch.dtype,
                        device: torch.device) -> None:  # fmt: skip
     """Read shard by shard; cast each tensor alone, then hand it to the module (``assign=True``: no second copy)."""
-    from safetensors import safe_open
-
     for file, keys in sorted(by_file.items()):
-        with safe_open(str(file), framework="pt", device="cpu") as f:
+        with open_safetensors(file) as f:
             shard = {k: f.get_tensor(k).to(device=device, dtype=dtype) for k in keys}
         result = model.load_state_dict(shard, strict=False, assign=True)
         if result.unexpected_keys:  # cannot happen after check_checkpoint; keep the guard cheap and loud
@@ -403,6 +428,8 @@ __all__ = [
     "check_checkpoint",
     "llada_config_json",
     "load_llada",
+    "open_safetensors",
+    "read_json",
     "read_llada_config",
     "resolve_checkpoint_dir",
     "save_llada_sharded",

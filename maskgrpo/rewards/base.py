@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
+import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -132,13 +134,49 @@ def parse_reward_specs(config: Mapping[str, Any] | Sequence[Mapping[str, Any]]) 
     return specs
 
 
+def option_matches(annotation: Any, value: Any) -> bool:
+    """Does a YAML value fit a factory parameter's annotation? bool is not an int, an int is a float (finite), None
+    fits only an Optional; containers are checked by their outer type; ``Any`` and unknown types accept anything."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(option_matches(arg, value) for arg in typing.get_args(annotation))
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    outer = origin or annotation
+    return isinstance(value, outer) if isinstance(outer, type) else True
+
+
+def check_option_types(spec: RewardSpec, factory: Callable[..., Any]) -> None:
+    """Raise TypeError naming the reward and option when a kwarg does not fit the factory's annotation
+    (``only_strict: null`` where a boolean is needed, a string timeout, ...)."""
+    try:
+        hints = typing.get_type_hints(factory)
+    except (NameError, TypeError):  # annotations that cannot be resolved: nothing to check against
+        return
+    for key, value in spec.kwargs.items():
+        if key in hints and not option_matches(hints[key], value):
+            expected = getattr(hints[key], "__name__", None) or str(hints[key]).replace("typing.", "")
+            raise TypeError(f"reward {spec.name!r}: option {key!r} must be {expected}, got {value!r}")
+
+
 def build_rewards(
     specs: Sequence[RewardSpec], device: str | torch.device = "cpu", context: dict | None = None
 ) -> list[RewardFn]:
     """Instantiate every spec through its registered factory, in order.
 
     ``context`` carries run-level objects some rewards need (``context["world_spec"]`` for ``shapes_geneval``).
-    Options a factory does not accept fail here, naming the reward and its valid options.
+    Options a factory does not accept, or whose value does not fit the factory's annotation, fail here with a
+    TypeError naming the reward (and its valid options).
     """
     fns = []
     for spec in specs:
@@ -152,6 +190,7 @@ def build_rewards(
                 f"reward {spec.name!r} ({spec.registry_name}) got unknown option(s) {sorted(unknown)}; "
                 f"valid options: {valid}"
             )
+        check_option_types(spec, factory)
         fn = factory(**spec.kwargs, device=device, context=context or {})
         fn.name = spec.name
         fns.append(fn)

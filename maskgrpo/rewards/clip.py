@@ -20,6 +20,7 @@ embedding) and 4 (it returns the tensor).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from maskgrpo.errors import RunError, one_line
 from maskgrpo.rewards.base import REWARDS
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -169,9 +171,18 @@ def clip(
     """
     from transformers import AutoTokenizer, CLIPModel
 
+    from maskgrpo.models.loading import looks_like_hub_id
+
     if dtype not in _DTYPES:
         raise ValueError(f"clip: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    model = CLIPModel.from_pretrained(model_path, dtype=_DTYPES[dtype])
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    local = Path(model_path).expanduser()
+    if not local.is_dir() and not looks_like_hub_id(str(model_path)):
+        raise RunError(f"clip: model_path {model_path}: no such directory (and not a hub id of the form owner/name)")
+    try:
+        model = CLIPModel.from_pretrained(str(local) if local.is_dir() else model_path, dtype=_DTYPES[dtype])
+        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else model_path)
+    except OSError as e:  # a hub id not in the offline cache, a directory without CLIP files, a damaged file
+        where = "directory" if local.is_dir() else "not a local directory; as a hub id"
+        raise RunError(f"clip: cannot load model_path {model_path} ({where}): {one_line(e)}") from e
     size = image_size if image_size is not None else model.config.vision_config.image_size
     return ClipReward(model, tokenizer, image_size=size, batch_size=batch_size, device=device)

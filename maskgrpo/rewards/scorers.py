@@ -1,17 +1,24 @@
 """Ready-made scorers for ``python -m maskgrpo.rewards.serve`` (the server's scorer signature).
 
 A scorer is ``fn(images: list[PIL.Image.Image], prompts: list[str] | None, metadata: list[dict] | None)
--> list[float]``; the ``make_*`` functions are factories for ``--scorer-kwargs`` (they load a model once)::
+-> list[float]``; the ``make_*`` functions are factories for ``--scorer-kwargs`` (they load a model once). Each is
+answered over JSON (``POST /score``) and, with ``--allow-pickle``, over the public pickle protocol (``POST /``)::
 
     python -m maskgrpo.rewards.serve --scorer maskgrpo.rewards.scorers:make_hpsv3 \\
-        --scorer-kwargs '{"device": "cuda:0"}' --port 18087
+        --scorer-kwargs '{"device": "cuda:0"}' --port 18087 --allow-pickle
+    python -m maskgrpo.rewards.serve --scorer maskgrpo.rewards.scorers:make_unifiedreward \\
+        --scorer-kwargs '{"device": "cuda:0"}' --port 18088 --allow-pickle
     python -m maskgrpo.rewards.serve --scorer maskgrpo.rewards.scorers:make_clip \\
         --scorer-kwargs '{"model_path": "openai/clip-vit-large-patch14", "device": "cuda:0"}' --port 18089
     python -m maskgrpo.rewards.serve --scorer maskgrpo.rewards.scorers:mean_intensity   # a smoke test
+
+GenEval has no factory here: its detector (mmdet 2.x) runs in its own environment behind the public reward-server.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -65,5 +72,102 @@ def make_hpsv3(device: str = "cuda", **kwargs: Any) -> ServerScorer:
         if len(out) != len(images):
             raise ValueError(f"HPSv3 returned {len(out)} rows for {len(images)} images")
         return [float(row[0]) for row in out]  # mu; works for a tensor, a list of tensors or nested lists
+
+    return score
+
+
+# ------------------------------------------------------------------------------------------------ UnifiedReward
+
+UNIFIEDREWARD_MODEL = "CodeGoat24/UnifiedReward-qwen-7b"
+"""The judge of the HT-GRPO and MaskGRPO configs (Qwen2.5-VL-7B fine-tuned as a reward model)."""
+UNIFIEDREWARD_INSTRUCTION = (
+    "Judge the image below against the caption it was generated from, on two things:\n"
+    "1. Caption alignment: are the objects, their attributes and their relations the ones the caption asks for?\n"
+    "2. Image quality: is the image clear, detailed, well coloured and pleasing to look at?\n"
+    "Weigh both, then end your answer with 'Final Score:' followed by a score from 1 to 5.\n"
+    "Caption: [{caption}]"
+)
+"""Our own wording of the pointwise judge instruction (the facts it carries: one image and its caption, two
+criteria - alignment and quality - and a 1-5 score after "Final Score:", benchmarks.md section 3). Public GRPO code
+words it differently; scores can shift slightly with the wording, so for parity with another codebase pass that
+codebase's instruction text through ``make_unifiedreward(instruction=...)`` (a string with ``{caption}``)."""
+FINAL_SCORE = re.compile(r"Final Score:\s*([1-5](?:\.\d+)?)")
+"""The judge's answer pattern (benchmarks.md section 3)."""
+_TORCH_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def unifiedreward_question(caption: str, instruction: str = UNIFIEDREWARD_INSTRUCTION) -> str:
+    """The judge's instruction for one caption (``instruction`` holds ``{caption}``)."""
+    return instruction.format(caption=caption)
+
+
+def parse_final_score(text: str) -> float:
+    """The 1-5 score after "Final Score:" in the judge's answer; NaN when absent (upstream writes 0: here a failed
+    judgement is never a score, see ``allow_nan``)."""
+    match = FINAL_SCORE.search(text)
+    return float(match.group(1)) if match else math.nan
+
+
+def load_qwen_vl(model_path: str, device: str, dtype: str) -> tuple[Any, Any]:
+    """Qwen2.5-VL model (eval mode, on ``device``) and its processor with left padding (batched generation)."""
+    import torch
+    import transformers
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, **{dtype_key: getattr(torch, dtype)})
+    processor = AutoProcessor.from_pretrained(model_path)
+    processor.tokenizer.padding_side = "left"
+    return model.to(device).eval(), processor
+
+
+def judge_texts(
+    model: Any, processor: Any, images: list[Image.Image], questions: list[str], max_new_tokens: int
+) -> list[str]:
+    """One greedy generation per (image, question) pair, batched; returns the new text of each row."""
+    import torch
+
+    messages = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}] for q in questions]
+    texts = [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
+    inputs = processor(text=texts, images=images, return_tensors="pt", padding=True).to(model.device)
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)  # (B, L_in + L_new)
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]  # (B, L_new): left padding aligns every prompt's end
+    return processor.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+def make_unifiedreward(
+    model_path: str = UNIFIEDREWARD_MODEL,
+    device: str = "cuda",
+    dtype: str = "bfloat16",
+    image_size: int = 512,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    instruction: str = UNIFIEDREWARD_INSTRUCTION,
+) -> ServerScorer:
+    """UnifiedReward judge behind the server: each image resized to ``image_size`` squared (512, as MaskGRPO),
+    judged greedily (temperature 0) against its caption, the 1-5 after "Final Score:" returned raw (train with
+    ``scale: 0.2``); NaN where the answer has no score. ``instruction``: the judge's text with ``{caption}``.
+    Needs a transformers with Qwen2.5-VL (>= 4.49)."""
+    if "{caption}" not in instruction:
+        raise ValueError("instruction must contain '{caption}'")
+    if dtype not in _TORCH_DTYPES:
+        raise ValueError(f"dtype must be one of {_TORCH_DTYPES}, got {dtype!r}")
+    if image_size < 28 or batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(
+            f"need image_size >= 28, batch_size >= 1, max_new_tokens >= 1; got {image_size}, {batch_size}, "
+            f"{max_new_tokens}"
+        )
+    model, processor = load_qwen_vl(model_path, device, dtype)
+
+    def score(images: list[Image.Image], prompts: list[str] | None, metadata: list[dict] | None) -> list[float]:
+        if prompts is None:
+            raise ValueError("the unifiedreward scorer needs prompts")
+        resized = [image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC) for image in images]
+        answers: list[str] = []
+        for start in range(0, len(resized), batch_size):
+            questions = [unifiedreward_question(p, instruction) for p in prompts[start : start + batch_size]]
+            answers += judge_texts(model, processor, resized[start : start + batch_size], questions, max_new_tokens)
+        return [parse_final_score(text) for text in answers]
 
     return score

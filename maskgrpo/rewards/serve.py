@@ -13,11 +13,18 @@ may also return ``{"scores": [...], **extra}``: the extra keys (GenEval's ``rewa
 passed through. A scorer that accepts an ``only_strict`` keyword receives the request's value. Raising
 :class:`ScorerUnavailable` answers 503 (the client retries); any other exception answers 500 (never retried).
 
-Endpoints: ``POST /score`` (``/`` is an alias), ``GET /health``. Scorer calls are serialised by a lock (one model,
-one device); ``/health`` still answers while a batch is being scored. The server binds 127.0.0.1 unless ``--host``
-says otherwise, and warns then. ``--allow-pickle`` additionally accepts the public reward-server pickle protocol;
-``pickle`` is remote code execution for anyone who can reach the port, so the requests are decoded by a restricted
-unpickler (numpy arrays only) and pickle is refused on a non-loopback ``--host``.
+Endpoints: ``POST /score`` (``/`` is an alias), ``GET /health``. Both protocols are answered on both routes:
+JSON always, pickle when ``--allow-pickle`` is given (the public reward-server's clients POST to ``/``). Image
+decoding and scorer calls run under one lock (one model, one device: at most one request's pixels are in memory);
+``/health`` still answers while a batch is being scored. The server binds 127.0.0.1 unless ``--host`` says
+otherwise, and warns then. ``pickle`` is remote code execution for anyone who can reach the port, so pickled
+requests are decoded by a restricted unpickler (numpy arrays and scalars only) and refused on a non-loopback host.
+
+Limits (each a flag): a body over ``--max-body-bytes`` (64 MiB) is answered 413 and then drained (up to 256 MiB),
+so the client reads the 413 instead of a broken pipe; more than ``--max-batch`` images (64) is 413; an image whose
+header declares more than ``--max-pixels`` (4096 x 4096) is 413 before any pixel is decoded; a request not fully
+received within ``--read-timeout`` seconds (30; headers and body together, however slowly the bytes trickle in) is
+dropped (408 once the headers are in).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import json
 import logging
 import math
 import pickle
+import socket
 import sys
 import threading
 import traceback
@@ -48,8 +56,11 @@ from maskgrpo.rewards.protocol import (
     IMAGE_FORMATS,
     JSON_CONTENT_TYPE,
     MAX_BODY_BYTES,
+    MAX_PIXELS,
     PICKLE_CONTENT_TYPE,
     PROTOCOL,
+    READ_TIMEOUT_S,
+    ImageTooLarge,
     UnsafePickleError,
     b64decode,
     decode_image,
@@ -68,8 +79,13 @@ class ScorerUnavailable(RuntimeError):
     """Raise from a scorer to answer HTTP 503 (temporarily unable to score, e.g. still loading): clients retry."""
 
 
+DRAIN_MAX_BYTES = 4 * MAX_BODY_BYTES
+"""An answered request's unread body is read and discarded up to this many bytes (256 MiB, within the read timeout,
+nothing kept), so a client still sending reads the answer instead of a reset; beyond it the connection is closed."""
+
+
 class RequestError(ValueError):
-    """A request the server rejects, with its HTTP status (400 or 413)."""
+    """A request the server rejects, with its HTTP status (400, 408 or 413)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -78,9 +94,9 @@ class RequestError(ValueError):
 
 @dataclass
 class ScoreRequest:
-    """One decoded request, whichever protocol carried it."""
+    """One parsed request, whichever protocol carried it; images still encoded (decoded under the score lock)."""
 
-    images: list[Image.Image]
+    images: list[bytes]
     prompts: list[str] | None
     metadata: list[dict] | None
     only_strict: bool | None
@@ -129,7 +145,9 @@ class RewardServer(ThreadingHTTPServer):
         scorer: the scoring function (module docstring).
         allow_pickle: also accept pickled requests (restricted unpickler; loopback hosts only).
         max_batch: most images per request (413 above).
-        max_body_bytes: largest request body (413 above).
+        max_body_bytes: largest request body (413 above; the body is drained so the client reads the 413).
+        max_pixels: largest width x height of one image (413 above, checked before decoding).
+        read_timeout: seconds to receive one request, headers and body together (then the client is dropped).
         name: label for logs and ``/health``.
     """
 
@@ -144,6 +162,8 @@ class RewardServer(ThreadingHTTPServer):
         allow_pickle: bool = False,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_body_bytes: int = MAX_BODY_BYTES,
+        max_pixels: int = MAX_PIXELS,
+        read_timeout: float = READ_TIMEOUT_S,
         name: str = "scorer",
     ) -> None:
         host = address[0]
@@ -165,12 +185,17 @@ class RewardServer(ThreadingHTTPServer):
                 UserWarning,
                 stacklevel=2,
             )
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_batch < 1 or max_body_bytes < 1 or max_pixels < 1 or not read_timeout > 0:
+            raise ValueError(
+                f"need max_batch, max_body_bytes, max_pixels >= 1 and read_timeout > 0; got {max_batch}, "
+                f"{max_body_bytes}, {max_pixels}, {read_timeout}"
+            )
         self.scorer = scorer
         self.allow_pickle = allow_pickle
         self.max_batch = max_batch
         self.max_body_bytes = max_body_bytes
+        self.max_pixels = max_pixels
+        self.read_timeout = read_timeout
         self.name = name
         self.score_lock = threading.Lock()
         self.requests_scored = 0
@@ -191,13 +216,28 @@ class RewardServer(ThreadingHTTPServer):
         host = f"[{host}]" if ":" in str(host) else host
         return f"http://{host}:{port}"
 
+    def decode(self, images: list[bytes]) -> list[Image.Image]:
+        """Encoded images -> RGB PIL images; RequestError 413 over ``max_pixels`` (nothing decoded), 400 if corrupt."""
+        decoded = []
+        for i, data in enumerate(images):
+            try:
+                decoded.append(decode_image(data, self.max_pixels))
+            except ImageTooLarge as exc:
+                raise RequestError(413, f"images[{i}]: {exc} (--max-pixels)") from exc
+            except ValueError as exc:
+                raise RequestError(400, f"images[{i}]: {exc}") from exc
+        return decoded
+
     def score(self, request: ScoreRequest) -> tuple[list[float], dict[str, Any]]:
-        """Run the scorer under the lock; validate its answer into (scores, extra keys)."""
+        """Decode the images and run the scorer, both under the lock (so at most one request's pixels are in
+        memory); validate its answer into (scores, extra keys). RequestError for undecodable images."""
         kwargs = (
             {} if request.only_strict is None or not self._takes_only_strict else {"only_strict": request.only_strict}
         )
         with self.score_lock:
-            result = self.scorer(request.images, request.prompts, request.metadata, **kwargs)
+            images = self.decode(request.images)
+            result = self.scorer(images, request.prompts, request.metadata, **kwargs)
+            del images
             self.requests_scored += 1
         extra: dict[str, Any] = {}
         if isinstance(result, Mapping):
@@ -257,6 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _send_error_json(self, status: int, message: str) -> None:
+        """Answer ``{"error": message}`` (logged as a warning, first line)."""
         logger.warning("%s %s -> %d: %s", self.command, self.path, status, message.splitlines()[0] if message else "")
         self._send_json(status, {"error": message})
 
@@ -276,18 +317,50 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
+    def setup(self) -> None:
+        """Bound the request's reading: per recv (socket timeout) and in total (a watchdog timer)."""
+        self.timeout = self.server.read_timeout  # StreamRequestHandler.setup applies it to the socket
+        super().setup()
+        self._unread = 0  # declared body bytes not read yet (drained before an early answer closes)
+        self._read_lock = threading.Lock()
+        self._received = False
+        self._timed_out = False
+        self._watchdog = threading.Timer(self.server.read_timeout, self._drop_slow_client)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def finish(self) -> None:
+        self._watchdog.cancel()
+        super().finish()
+
+    def _drop_slow_client(self) -> None:
+        """Watchdog: the request is not in after ``read_timeout`` s; end its reads (the handler answers 408)."""
+        with self._read_lock:
+            if self._received:
+                return
+            self._timed_out = True
+        logger.warning("client %s: request not received within %s s; dropped", self.client_address, self.timeout)
+        try:
+            self.connection.shutdown(socket.SHUT_RD)  # a blocked read returns EOF at once
+        except OSError:
+            pass
+
+    def _mark_received(self) -> None:
+        with self._read_lock:
+            self._received = True
+
     def do_POST(self) -> None:
+        declared = (self.headers.get("Content-Length") or "").strip()
+        self._unread = int(declared) if declared.isdigit() else 0  # drained if answered before it is read
         if self.path.split("?")[0] not in ("/", "/score"):
-            self._send_error_json(404, f"unknown path {self.path!r}; POST /score (or /)")
+            self._answer_error(404, f"unknown path {self.path!r}; POST /score (or /)")
             return
         try:
             request = self._read_request()
-        except RequestError as exc:
-            self.close_connection = True
-            self._send_error_json(exc.status, str(exc))
-            return
-        try:
             scores, extra = self.server.score(request)
+        except RequestError as exc:
+            self._answer_error(exc.status, str(exc))
+            return
         except ScorerUnavailable as exc:
             self._send_error_json(503, f"scorer unavailable: {exc}")
             return
@@ -305,15 +378,57 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(200, {"protocol": PROTOCOL, "scores": scores_to_json(scores), **extra})
 
+    def _answer_error(self, status: int, message: str) -> None:
+        """Answer an error, then drain the unread body (at most DRAIN_MAX_BYTES, within the read timeout) so that
+        closing does not reset the connection: the client reads this answer, not a broken pipe."""
+        self.close_connection = True
+        self._send_error_json(status, message)
+        budget = 0 if self._timed_out else min(self._unread, DRAIN_MAX_BYTES)  # a timed-out client is not waited for
+        try:
+            while budget > 0:
+                chunk = self.rfile.read1(min(budget, 1 << 20))
+                if not chunk:
+                    break
+                budget -= len(chunk)
+        except OSError:  # timed out or reset: the connection is closed next anyway
+            pass
+        self._mark_received()
+
+    def _read_body(self, length: int) -> bytes:
+        """Read exactly ``length`` body bytes; RequestError 408 when the read timeout ends it, 400 on early EOF."""
+        self._unread = length
+        chunks = []
+        try:
+            while self._unread:
+                chunk = self.rfile.read1(min(self._unread, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                self._unread -= len(chunk)
+        except TimeoutError:
+            self._timed_out = True
+        received = length - self._unread
+        if self._timed_out:
+            raise RequestError(
+                408, f"request not received within {self.timeout} s ({received} of {length} body bytes)"
+            )
+        if self._unread:
+            raise RequestError(400, f"body ended after {received} of {length} bytes")
+        self._mark_received()
+        return b"".join(chunks)
+
     def _read_request(self) -> ScoreRequest:
-        """Read and decode the body; RequestError(400/413) on anything wrong."""
+        """Read and parse the body (images stay encoded); RequestError(400/408/413) on anything wrong."""
         length_header = self.headers.get("Content-Length")
         if length_header is None or not length_header.strip().isdigit():
             raise RequestError(400, "a Content-Length header is required")
         length = int(length_header)
         if length > self.server.max_body_bytes:
-            raise RequestError(413, f"body of {length} bytes is over the limit of {self.server.max_body_bytes}")
-        body = self.rfile.read(length)
+            self._unread = length
+            raise RequestError(
+                413, f"body of {length} bytes is over the limit of {self.server.max_body_bytes} (--max-body-bytes)"
+            )
+        body = self._read_body(length)
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type == PICKLE_CONTENT_TYPE or body[:1] == b"\x80":  # pickle protocol >= 2 starts with PROTO
             if not self.server.allow_pickle:
@@ -325,12 +440,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._parse_pickle(body)
         return self._parse_json(body)
 
-    def _decode_images(self, images: Any, as_base64: bool) -> list[Image.Image]:
+    def _image_bytes(self, images: Any, as_base64: bool) -> list[bytes]:
+        """The request's ``images`` -> encoded bytes per image (decoded later, under the score lock)."""
         if not isinstance(images, (list, tuple)):
             raise RequestError(400, "'images' must be a list")
         if len(images) > self.server.max_batch:
-            raise RequestError(413, f"{len(images)} images is over the limit of {self.server.max_batch} per request")
-        decoded = []
+            raise RequestError(
+                413, f"{len(images)} images is over the limit of {self.server.max_batch} per request (--max-batch)"
+            )
+        out = []
         for i, item in enumerate(images):
             try:
                 if as_base64:
@@ -339,10 +457,10 @@ class _Handler(BaseHTTPRequestHandler):
                     item = b64decode(item)
                 elif not isinstance(item, (bytes, bytearray)):
                     raise ValueError(f"expected image bytes, got {type(item).__name__}")
-                decoded.append(decode_image(bytes(item)))
             except ValueError as exc:
                 raise RequestError(400, f"images[{i}]: {exc}") from exc
-        return decoded
+            out.append(bytes(item))
+        return out
 
     def _parse_json(self, body: bytes) -> ScoreRequest:
         try:
@@ -357,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"image_format must be one of {IMAGE_FORMATS}")
         if "images" not in payload:
             raise RequestError(400, "missing 'images'")
-        images = self._decode_images(payload["images"], as_base64=True)
+        images = self._image_bytes(payload["images"], as_base64=True)
         prompts, metadata = _check_lists(len(images), payload.get("prompts"), payload.get("metadata"))
         only_strict = payload.get("only_strict")
         if only_strict is not None and not isinstance(only_strict, bool):
@@ -373,10 +491,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"body is not a readable pickle: {type(exc).__name__}: {exc}") from exc
         if not isinstance(payload, dict) or "images" not in payload:
             raise RequestError(400, "pickled body must be a dict with 'images'")
-        images = self._decode_images(payload["images"], as_base64=False)
+        images = self._image_bytes(payload["images"], as_base64=False)
         metadata = payload.get("meta_datas", payload.get("metadata"))
         prompts, metadata = _check_lists(len(images), payload.get("prompts"), metadata)
         only_strict = payload.get("only_strict")
+        if only_strict is not None and not isinstance(only_strict, (bool, np.bool_)):
+            raise RequestError(400, "'only_strict' must be True or False")
         return ScoreRequest(images, prompts, metadata, None if only_strict is None else bool(only_strict), True)
 
 
@@ -388,12 +508,14 @@ def serve_in_thread(
     allow_pickle: bool = False,
     max_batch: int = DEFAULT_MAX_BATCH,
     name: str = "scorer",
+    **limits: Any,
 ) -> tuple[RewardServer, str]:
     """Start a :class:`RewardServer` in a daemon thread; returns ``(server, base_url)``.
 
-    ``port=0`` picks a free port. Stop it with ``server.close()`` (or use it as a context manager).
+    ``port=0`` picks a free port; ``limits`` are the server's ``max_body_bytes``, ``max_pixels``, ``read_timeout``.
+    Stop it with ``server.close()`` (or use it as a context manager).
     """
-    server = RewardServer((host, port), scorer, allow_pickle=allow_pickle, max_batch=max_batch, name=name)
+    server = RewardServer((host, port), scorer, allow_pickle=allow_pickle, max_batch=max_batch, name=name, **limits)
     server.start_thread()
     return server, server.url
 
@@ -439,7 +561,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="also accept the legacy pickle protocol (restricted unpickler, loopback only; UNSAFE "
         "with untrusted peers)",
     )
-    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most images per request")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most images per request (413)")
+    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="largest request body (413)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest width x height per image (413)")
+    parser.add_argument(
+        "--read-timeout", type=float, default=READ_TIMEOUT_S, help="seconds to receive one request (then dropped)"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -448,9 +575,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--scorer-kwargs must be a JSON object")
     scorer = load_scorer(args.scorer, kwargs)
     server = RewardServer(
-        (args.host, args.port), scorer, allow_pickle=args.allow_pickle, max_batch=args.max_batch, name=args.scorer
+        (args.host, args.port),
+        scorer,
+        allow_pickle=args.allow_pickle,
+        max_batch=args.max_batch,
+        max_body_bytes=args.max_body_bytes,
+        max_pixels=args.max_pixels,
+        read_timeout=args.read_timeout,
+        name=args.scorer,
     )
-    print(f"serving {args.scorer} on {server.url}/score (health: {server.url}/health)", flush=True)
+    pickle_note = f"; pickle on {server.url}/" if args.allow_pickle else ""
+    print(f"serving {args.scorer} on {server.url}/score (health: {server.url}/health{pickle_note})", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

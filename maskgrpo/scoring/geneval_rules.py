@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,9 +40,13 @@ PARTIAL_CREDIT_VARIANTS: tuple[str, ...] = ("reward_server", "clipped")
 class Detection:
     """One detected object of one class.
 
-    box:   (x0, y0, x1, y1) floats, pixels, y down (x1 >= x0, y1 >= y0 expected, not enforced).
+    box:   (x0, y0, x1, y1) floats, pixels, y down. A reversed box (x1 < x0) is read as the official code reads
+           it: sizes are |x1 - x0| in :func:`relpos` (its ``abs()``), IoU uses the raw corners.
     score: detector confidence; compared with the thresholds by strict ``>``.
     mask:  (H, W) bool instance mask, or None (only the colour classifier may use it).
+    dtype: the detector's float dtype, read from ``box`` and ``score`` (a row of a float32 detector array gives
+           float32; Python numbers give float64). Thresholds, IoU and relative positions are computed in it, as
+           the official code does on the detector's arrays; ``box`` and ``score`` hold the values exactly.
 
     ``eq=False``: equality and hashing are by identity, so a detection can key a dict (e.g. in a test's colour
     table) even though it holds an array.
@@ -51,12 +55,20 @@ class Detection:
     box: tuple[float, float, float, float]
     score: float
     mask: np.ndarray | None = None
+    dtype: np.dtype = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.box) != 4:
             raise ValueError(f"Detection.box must be (x0, y0, x1, y1), got {self.box!r}")
+        object.__setattr__(self, "dtype", float_dtype(self.box, self.score))
         object.__setattr__(self, "box", tuple(float(v) for v in self.box))
         object.__setattr__(self, "score", float(self.score))
+
+
+def float_dtype(*values: object) -> np.dtype:
+    """The float dtype numpy computes ``values`` in (float32 for float32 detector arrays); float64 if not a float."""
+    dt = np.result_type(*(np.asarray(v).dtype for v in values))
+    return dt if np.issubdtype(dt, np.floating) else np.dtype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,8 @@ class GenEvalThresholds:
     max_objects: int = 16
     """Per class, keep at most this many detections (the highest-scoring ones)."""
     max_overlap: float = 1.0
-    """Greedy box-IoU NMS drops a detection whose IoU with a kept one is > max_overlap; skipped when >= 1."""
+    """Greedy box-IoU NMS drops a detection whose IoU (official +1 pixel areas) with a kept one is >= max_overlap;
+    skipped when >= 1."""
     position_threshold: float = 0.1
     """The shift ``s`` of :func:`relpos`: each axis offset is shrunk by s * (sum of the two box sizes)."""
 
@@ -92,7 +105,7 @@ class PartialCredit:
     """The reward-server GenEval reward for one image.
 
     score:          mean of ``terms`` (0.0 if there are none).
-    strict_correct: every include clause's count is exact (k == n), as the spec defines it.
+    strict_correct: upstream's ``correct``: no failure of any kind (count, colour or position) in any clause.
     terms:          the individual terms in the order they were added (see :func:`partial_credit`).
     """
 
@@ -106,20 +119,26 @@ class PartialCredit:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes; 0 when the union is empty."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def box_iou(a: Sequence[float], b: Sequence[float], dtype: np.dtype) -> float:
+    """GenEval's IoU of two (x0, y0, x1, y1) boxes in ``dtype``: pixel-inclusive areas (w + 1)(h + 1), each side
+    clamped at 0; 0 when the union is 0. Test: [0,0,9,9] vs [5,0,14,9] -> 50 / 150 = 1/3."""
+    x, y = np.asarray(a[:4], dtype), np.asarray(b[:4], dtype)  # (4,) each
+
+    def area(x0, y0, x1, y1):  # noqa: ANN001, ANN202  (numpy scalars of dtype)
+        return max(x1 - x0 + 1, 0) * max(y1 - y0 + 1, 0)
+
+    inter = area(max(x[0], y[0]), max(x[1], y[1]), min(x[2], y[2]), min(x[3], y[3]))
+    union = area(*x) + area(*y) - inter
+    return float(inter / union) if union else 0.0
 
 
 def _greedy_nms(dets: list[Detection], max_overlap: float) -> list[Detection]:
-    """Walk ``dets`` (already sorted by score, descending); keep one unless IoU > max_overlap with a kept one."""
+    """Walk ``dets`` (already sorted by score, descending); keep one unless IoU >= max_overlap with a kept one
+    (official rule: survivors have IoU < max_overlap), computed in the detections' dtype."""
     kept: list[Detection] = []
     for det in dets:
-        if all(_box_iou(det.box, other.box) <= max_overlap for other in kept):
+        dt = det.dtype
+        if all(dt.type(box_iou(det.box, o.box, dt)) < dt.type(max_overlap) for o in kept):
             kept.append(det)
     return kept
 
@@ -131,14 +150,16 @@ def filter_detections(
 ) -> dict[str, list[Detection]]:
     """GenEval step 1: per class keep ``score > T``, sort descending, keep ``max_objects``, NMS, drop empty classes.
 
-    T = ``counting_threshold`` for every class when ``metadata["tag"] == "counting"``, else ``threshold``. NMS
-    (greedy, box IoU) runs only when ``max_overlap < 1``. The sort is stable, so equal scores keep input order.
+    T = ``counting_threshold`` for every class when ``metadata["tag"] == "counting"``, else ``threshold``; the
+    comparison is in the detection's dtype (a float32 score of 0.3 is not > 0.3). NMS (greedy, box IoU) runs only
+    when ``max_overlap < 1``. The sort is stable, so equal scores keep input order.
     Returns a new dict; the input lists are not modified.
     """
     t = thresholds.counting_threshold if metadata["tag"] == "counting" else thresholds.threshold
     out: dict[str, list[Detection]] = {}
     for cls, dets in detections.items():
-        kept = sorted((d for d in dets if d.score > t), key=lambda d: d.score, reverse=True)
+        kept = sorted((d for d in dets if d.dtype.type(d.score) > d.dtype.type(t)), key=lambda d: d.score,
+                      reverse=True)  # fmt: skip
         kept = kept[: thresholds.max_objects]
         if thresholds.max_overlap < 1:
             kept = _greedy_nms(kept, thresholds.max_overlap)
@@ -152,13 +173,15 @@ def filter_detections(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def relpos(box_a: Sequence[float], box_b: Sequence[float], shift: float = 0.1) -> set[str]:
+def relpos(box_a: Sequence[float], box_b: Sequence[float], shift: float = 0.1, dtype: np.dtype | None = None
+           ) -> set[str]:  # fmt: skip
     """Relations of box A with respect to box B, GenEval's rule with the shift ``s``.
 
-    Formula (per axis, x and y; y points down)::
+    Formula (per axis, x and y; y points down), computed in ``dtype`` (None: the boxes' own float dtype, float64
+    for Python numbers; the official code computes in the detector's float32)::
 
         off = centre(A) - centre(B)                      # (2,)
-        rev = sign(off) * max(|off| - s * (dA + dB), 0)  # dA, dB = (w, h) of each box
+        rev = sign(off) * max(|off| - s * (dA + dB), 0)  # dA, dB = (|x1 - x0|, |y1 - y0|) of each box
         if all(|rev| < 1e-3): return {}
         (dx, dy) = rev / ||off||                         # divided by the ORIGINAL offset's norm
         {"left of": dx < -.5, "right of": dx > .5, "above": dy < -.5, "below": dy > .5}
@@ -166,11 +189,12 @@ def relpos(box_a: Sequence[float], box_b: Sequence[float], shift: float = 0.1) -
     Only the first four entries of each box are read, so ``[x0, y0, x1, y1, score]`` rows work too.
     Example: A = [0,0,10,10], B = [30,0,40,10]: off = (-30, 0), rev = (-28, 0), dx = -0.93 -> {"left of"}.
     """
-    a = np.asarray(box_a[:4], dtype=np.float64)  # (4,)
-    b = np.asarray(box_b[:4], dtype=np.float64)  # (4,)
+    dt = float_dtype(box_a[:4], box_b[:4]) if dtype is None else np.dtype(dtype)
+    a = np.asarray(box_a[:4], dtype=dt)  # (4,)
+    b = np.asarray(box_b[:4], dtype=dt)  # (4,)
     off = (a[:2] + a[2:]) / 2 - (b[:2] + b[2:]) / 2  # (2,) centre(A) - centre(B)
-    size_sum = (a[2:] - a[:2]) + (b[2:] - b[:2])  # (2,) dA + dB
-    rev = np.sign(off) * np.maximum(np.abs(off) - shift * size_sum, 0.0)  # (2,)
+    size_sum = np.abs(a[2:] - a[:2]) + np.abs(b[2:] - b[:2])  # (2,) dA + dB, reversed boxes read as the official
+    rev = np.sign(off) * np.maximum(np.abs(off) - dt.type(shift) * size_sum, 0)  # (2,)
     if np.all(np.abs(rev) < 1e-3):
         return set()
     # rev != 0 implies off != 0, so the norm is positive here.
@@ -193,7 +217,7 @@ def _first_position_failure(
     """The first pair (obj, target) with ``rel not in relpos(obj, target)``, or None if every pair holds."""
     for obj in found:
         for target in targets:
-            rels = relpos(obj.box, target.box, shift)
+            rels = relpos(obj.box, target.box, shift, np.result_type(obj.dtype, target.dtype))
             if rel not in rels:
                 return obj, target, rels
     return None
@@ -296,14 +320,15 @@ def partial_credit(
 
     For each include clause with count n and k = len(det[cls]) (ALL filtered detections of the class):
       count term 1 - |n - k| / n (unclipped in ``reward_server``: n = 1, k = 3 gives -1);
-      if k != n: not strict; add 0 if the clause has a colour, and 0 if it has a position; group = None;
+      if k != n: not strict; add ONE 0 if the clause has a colour or a position (or both); group = None;
       else: with a colour add m / n (m = detections classified as the colour; fails the clause unless m = n);
             with a position and still matched: a None target group adds 0 (clause fails); otherwise add 0 if
             any pair (obj, t) fails relpos (clause fails), then ``reward_server`` ALWAYS adds 1, while ``clipped``
             adds the 1 only when every pair passed;
             group = the k = n detections, or None if the clause failed.
-    ``clipped`` also clips every term into [0, 1]. Example, two-object position prompt, both counts right,
-    relation wrong: reward_server terms (1, 1, 0, 1) -> 0.75; clipped (1, 1, 0) -> 2/3.
+    ``clipped`` also clips every term into [0, 1]. ``strict_correct`` is upstream's ``correct``: false after any
+    failure (count, colour, missing target or relation). Example, two-object position prompt, both counts right,
+    relation wrong: reward_server terms (1, 1, 0, 1) -> 0.75, not strict; clipped (1, 1, 0) -> 2/3.
     """
     if variant not in PARTIAL_CREDIT_VARIANTS:
         raise ValueError(
@@ -322,7 +347,8 @@ def partial_credit(
         terms.append(min(max(count_term, 0.0), 1.0) if clipped else count_term)
         if k != n:
             strict = False
-            terms.extend([0.0] * (("color" in clause) + ("position" in clause)))
+            if "color" in clause or "position" in clause:
+                terms.append(0.0)
             groups.append(None)
             continue
         matched = True
@@ -342,6 +368,7 @@ def partial_credit(
                     terms.append(0.0)
                 if matched or not clipped:
                     terms.append(1.0)  # reward_server adds this 1 even after a failed pair
+        strict = strict and matched
         groups.append(found if matched else None)
     score = sum(terms) / len(terms) if terms else 0.0
     return PartialCredit(score=score, strict_correct=strict, terms=tuple(terms))

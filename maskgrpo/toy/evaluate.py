@@ -38,7 +38,9 @@ def evaluate_shapes(backbone, prompts: list[dict], cfg: ShapesEvalConfig, desc: 
     """Generate ``cfg.samples_per_prompt`` images per metadata entry and score them (GenEval table + partial credit).
 
     Returns a JSON-ready dict: per-tag accuracies, ``overall`` (unweighted mean of tags), ``partial_mean``
-    (mean clipped partial credit), ``table`` (markdown) and, under ``_images``, the decoded images for grids.
+    (mean clipped partial credit), ``graded_mean`` (mean graded verdict), ``partial_sd`` / ``graded_sd`` (their
+    per-image sample SDs), ``num_images``, ``tag_images`` (images per tag), ``table`` (markdown) and, under
+    ``_images``, the decoded images for grids.
     """
     sampler = cfg.sampler.build()
     generator = torch.Generator(device=next(backbone.model.parameters()).device).manual_seed(cfg.seed)
@@ -52,8 +54,18 @@ def evaluate_shapes(backbone, prompts: list[dict], cfg: ShapesEvalConfig, desc: 
     results = evaluator.score(images, metas)
     summary = evaluator.summarize(results)
     out = {k: float(v) for k, v in summary.items()}
-    out["partial_mean"] = float(np.mean([r.partial for r in results]))
+    for key in ("partial", "graded"):  # mean and per-image SD (the SD gives the eval-noise band of the mean)
+        values = [getattr(r, key) for r in results]
+        out[f"{key}_mean"] = float(np.mean(values))
+        out[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     out["num_images"] = len(results)
+    out["tag_images"] = {t: sum(r.tag == t for r in results) for t in summary if t != "overall"}
+    captions: dict[str, list] = {}  # prompt -> [tag, correct images, images]: the eval-noise band per caption
+    for r in results:
+        entry = captions.setdefault(r.prompt, [r.tag, 0, 0])
+        entry[1] += int(r.correct)
+        entry[2] += 1
+    out["caption_correct"] = captions
     out["table"] = format_table(summary)
     out["_images"] = images
     out["_metas"] = metas

@@ -4,7 +4,9 @@ MMaDA's masked-token objective (models.md 2.4): t ~ U(0, 1), n = max(1, round(N 
 masked, cross-entropy over the full vocabulary at those slots, no 1/t weight; 10% of rows are trained with the empty
 prompt so classifier-free guidance works. Training images are rendered on the fly from training captions, so the
 base never sees a held-out caption. Saves model + both tokenizers + the world (see maskgrpo.backbones.shapes), then
-evaluates the base on held-out ShapesEval and writes ``base_eval.json`` / ``base_eval.md`` next to it.
+evaluates the base on held-out ShapesEval and writes ``base_eval.json`` / ``base_eval.md`` next to it, and last
+``manifest.json``: the recipe (config, commit, threads, torch version, seconds), the ShapesEval numbers and the
+SHA-256 of every file, checked whenever the base is loaded (maskgrpo.toy.base_manifest).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -21,9 +24,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from maskgrpo.backbones.shapes import ShapesBackbone, world_spec
-from maskgrpo.config import dump_config, load_config
+from maskgrpo.config import dump_config, load_config, to_dict
 from maskgrpo.config.schema import ToyPretrainRun
+from maskgrpo.errors import add_traceback_flag, one_line_errors
 from maskgrpo.models import LLaDAConfig, LLaDAModelLM
+from maskgrpo.toy.base_manifest import eval_numbers, recipe_info, write_manifest
 from maskgrpo.toy.evaluate import evaluate_shapes, write_eval
 from maskgrpo.toy.image_tokenizer import PatchTokenizer
 from maskgrpo.toy.text_tokenizer import WordTokenizer, shapes_layout
@@ -68,7 +73,8 @@ def build_base(cfg: ToyPretrainRun) -> ShapesBackbone:
     return ShapesBackbone(model, text_tok, image_tok, layout, cfg.world, train, held_out)
 
 
-def pretrain(cfg: ToyPretrainRun) -> tuple[ShapesBackbone, dict]:
+def pretrain(cfg: ToyPretrainRun, command: str) -> tuple[ShapesBackbone, dict]:
+    """Pretrain, save, evaluate and write the manifest (``command`` is recorded in it as the recipe)."""
     out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "pretrain.yaml")
@@ -118,6 +124,11 @@ def pretrain(cfg: ToyPretrainRun) -> tuple[ShapesBackbone, dict]:
     summary["pretrain_seconds"] = round(train_s, 1)
     summary["params"] = n_params
     write_eval(summary, out, "base_eval")
+    from eval.toy_compare import git_commit
+
+    recipe = recipe_info(command, to_dict(cfg), git_commit(), torch.get_num_threads(), summary["pretrain_seconds"],
+                         n_params)  # fmt: skip
+    write_manifest(out, recipe, eval_numbers(summary, to_dict(cfg.eval)))
     return base, summary
 
 
@@ -125,9 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="YAML file (see configs/toy_pretrain.yaml)")
     ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. pretrain.steps=500")
+    add_traceback_flag(ap)
     args = ap.parse_args(argv)
-    cfg = load_config(ToyPretrainRun, args.config, args.overrides)
-    _, summary = pretrain(cfg)
+    with one_line_errors(args.traceback):  # a bad config: "error: <file:line: ...>", exit status 2
+        cfg = load_config(ToyPretrainRun, args.config, args.overrides)
+    _, summary = pretrain(
+        cfg, " ".join(["python -m maskgrpo.toy.pretrain", *(argv if argv is not None else sys.argv[1:])])
+    )
     print(summary["table"])
     print(json.dumps({k: summary[k] for k in ("overall", "pretrain_seconds", "params")}))
 

@@ -7,6 +7,7 @@ Pipeline for one image (toy_world.md, "Evaluator and reward")::
     dets   = {shape: [Detection]}      # shape from (fill ratio, top-half mass) vs. prototypes, with a confidence
     colour = nearest palette colour of the blob's mean pixel
     evaluate / partial_credit          # maskgrpo.scoring.geneval_rules, the same code as real GenEval
+    graded_verdict                     # maskgrpo.scoring.geneval_graded: GenEval's checks graded in [0, 1]
 
 The detection score is a confidence in (0, 1]: ~0.97+ for a clean blob, lower for blobs between two prototypes,
 elongated or undersized ones, so GenEval's 0.3 / 0.9 (counting) thresholds act as they do on a real detector.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from maskgrpo.scoring.geneval_graded import graded_verdict
 from maskgrpo.scoring.geneval_rules import (
     ClassifyColors,
     Detection,
@@ -84,13 +86,15 @@ class Blob:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """ShapesEval verdict on one image: GenEval's yes/no and reason, and the clipped partial-credit reward."""
+    """ShapesEval verdict on one image: GenEval's yes/no and reason, the clipped partial-credit reward, and the
+    graded verdict (GenEval's checks in [0, 1], exclude clauses charged; 1.0 iff ``correct``)."""
 
     tag: str
     prompt: str
     correct: bool
     reason: str
     partial: float
+    graded: float
 
 
 class ShapesDetector:
@@ -195,8 +199,9 @@ class ShapesDetector:
 class ShapesEvaluator:
     """Scores ShapesWorld images against their metadata with GenEval's rules (``maskgrpo.scoring.geneval_rules``).
 
-    ``score`` gives one :class:`ImageResult` per image: the official yes/no (``evaluate``) and the partial-credit
-    reward (``partial_credit``, variant ``clipped``: every term in [0, 1]) used as the RL reward.
+    ``score`` gives one :class:`ImageResult` per image: the official yes/no (``evaluate``), the partial-credit
+    reward (``partial_credit``, variant ``clipped``: every term in [0, 1]) and the graded verdict
+    (``graded_verdict``); the ``shapes_geneval*`` rewards read one of the three.
     """
 
     def __init__(self, spec: WorldSpec, thresholds: GenEvalThresholds = GenEvalThresholds(),
@@ -211,8 +216,9 @@ class ShapesEvaluator:
         colours = self.detector.color_classifier(image)
         correct, reason = evaluate(metadata, dets, colours, self.thresholds)
         pc = partial_credit(metadata, dets, colours, self.thresholds, variant="clipped")
+        graded = graded_verdict(metadata, dets, colours, self.thresholds)
         return ImageResult(tag=metadata["tag"], prompt=metadata["prompt"], correct=correct, reason=reason,
-                           partial=pc.score)  # fmt: skip
+                           partial=pc.score, graded=graded.score)  # fmt: skip
 
     def score(self, images: np.ndarray | torch.Tensor, metadatas: list[dict]) -> list[ImageResult]:
         """(B, H, W, 3) uint8 images and B metadata dicts -> B results."""

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from maskgrpo.layout import MMaDALayout
+from maskgrpo.prompts import caption_words
+from maskgrpo.toy.world import WorldSpec, enumerate_prompts
 
 SPECIALS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
 _FILE = "text_tokenizer.json"
@@ -37,7 +39,7 @@ class WordTokenizer:
     @classmethod
     def build(cls, captions: Iterable[str]) -> WordTokenizer:
         """Vocabulary = the sorted distinct words of ``captions`` (lowercased, split on spaces)."""
-        split = [c.lower().split() for c in captions]
+        split = [caption_words(c) for c in captions]
         words = sorted({w for ws in split for w in ws})
         return cls(words, max((len(ws) for ws in split), default=0))
 
@@ -46,7 +48,11 @@ class WordTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Word ids of ``text`` (lowercased, split on spaces); unknown words -> ``unk_id``. No bos/eos added."""
-        return [self.index.get(w, self.unk_id) for w in text.lower().split()]
+        return [self.index.get(w, self.unk_id) for w in caption_words(text)]
+
+    def unknown_words(self, texts: Iterable[str]) -> list[str]:
+        """The sorted distinct words of ``texts`` that :meth:`encode` maps to ``<unk>``."""
+        return sorted({w for t in texts for w in caption_words(t) if w not in self.index})
 
     def decode(self, ids: Iterable[int]) -> str:
         """Space-joined words; pad / bos / eos are skipped, unknown words come back as ``<unk>``."""
@@ -71,10 +77,22 @@ class WordTokenizer:
     def load(cls, path: str | Path) -> WordTokenizer:
         """Inverse of :meth:`save` (same path convention)."""
         f = _json_path(path)
-        data = json.loads(f.read_text())
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{f}: not a valid JSON tokenizer file ({e}); the file is damaged") from e
+        absent = [k for k in ("specials", "words", "max_words") if not isinstance(data, dict) or k not in data]
+        if absent:
+            raise ValueError(f"{f}: missing key(s) {absent}; the file is damaged")
         if tuple(data["specials"]) != SPECIALS:
             raise ValueError(f"{f}: specials {data['specials']} differ from {list(SPECIALS)}")
         return cls(data["words"], data["max_words"])
+
+
+def world_vocabulary(spec: WorldSpec) -> frozenset[str]:
+    """Every word of every caption ShapesWorld ``spec`` generates: the words its rewards can score (and the
+    vocabulary :meth:`WordTokenizer.build` gets from the full caption set)."""
+    return frozenset(w for meta in enumerate_prompts(spec) for w in caption_words(meta["prompt"]))
 
 
 def _json_path(path: str | Path) -> Path:

@@ -1,0 +1,96 @@
+"""Statistics and curves of the toy comparison studies (eval/toy_compare.py): paired t-intervals over seeds and the
+per-round curve of any logged metric (mean and +/- std band over seeds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
+        2.042)  # fmt: skip
+"""Student-t 0.975 quantiles for 1..30 degrees of freedom (two-sided 95%); beyond 30 the normal 1.96 is used."""
+
+
+def t975(df: int) -> float:
+    """The two-sided 95% Student-t quantile for ``df`` >= 1 degrees of freedom (1.96 beyond the table)."""
+    if df < 1:
+        raise ValueError(f"a t-interval needs at least 2 values (df >= 1), got df = {df}")
+    return T975[df - 1] if df <= len(T975) else 1.96
+
+
+def paired_t_interval(diffs: list[float]) -> tuple[float, float, float, int]:
+    """95% t-interval of the mean of paired differences d_s (one per seed): (mean, low, high, n).
+
+    mean = sum d / n; half = t_{0.975, n-1} * sd(d, ddof=1) / sqrt(n). NaN bounds for n = 1; (nan, nan, nan, 0)
+    for no values. Test: d = (0.01, 0.03, 0.05): mean 0.03, sd 0.02, half 4.303 * 0.02 / sqrt(3) = 0.049687.
+    """
+    d = np.array([x for x in diffs if x is not None and math.isfinite(x)], dtype=np.float64)
+    if len(d) == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(d.mean())
+    if len(d) == 1:
+        return mean, math.nan, math.nan, 1
+    half = t975(len(d) - 1) * float(d.std(ddof=1)) / math.sqrt(len(d))
+    return mean, mean - half, mean + half, len(d)
+
+
+def ci_record(ci: tuple[float, float, float, int]) -> dict:
+    """A :func:`paired_t_interval` as strict-JSON ``{"mean", "low", "high", "n"}`` (NaN -> None)."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in zip(("mean", "low", "high", "n"), ci)}
+
+
+def fmt_interval(ci: dict, digits: int = 3) -> str:
+    """``+0.030 [-0.020, +0.080]`` from a :func:`ci_record`; the mean alone without bounds, "-" for n = 0."""
+    if not ci["n"]:
+        return "-"
+    if ci["low"] is None:
+        return f"{ci['mean']:+.{digits}f}"
+    return f"{ci['mean']:+.{digits}f} [{ci['low']:+.{digits}f}, {ci['high']:+.{digits}f}]"
+
+
+def metric_curve(metrics: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rounds, values) of ``key`` in a run's metrics.jsonl (last line per round wins), or None if never logged."""
+    by_round = {}
+    for line in metrics.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if key in rec and "round" in rec:
+                by_round[int(rec["round"])] = float(rec[key])
+    if not by_round:
+        return None
+    rounds = sorted(by_round)
+    return np.array(rounds), np.array([by_round[r] for r in rounds])
+
+
+def plot_metric_curves(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path, ylabel: str,
+                       smooth: int = 1) -> None:  # fmt: skip
+    """One line per group: the mean over its runs (rounds they share), a +/- std band, moving average ``smooth``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kernel = np.ones(smooth) / smooth
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, runs in groups.items():
+        common = sorted(set.intersection(*(set(r.tolist()) for r, _ in runs)))
+        ys = np.stack([v[np.isin(r, common)] for r, v in runs])  # (n_runs, R)
+        if smooth > 1 and ys.shape[1] >= smooth:
+            ys = np.stack([np.convolve(y, kernel, mode="valid") for y in ys])
+        x = np.array(common)[len(common) - ys.shape[1] :]
+        mean = ys.mean(0)
+        (line,) = ax.plot(x, mean, label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            std = ys.std(0, ddof=1)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="round", ylabel=ylabel + (f" (moving average {smooth})" if smooth > 1 else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

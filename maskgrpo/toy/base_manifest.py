@@ -1,0 +1,182 @@
+"""The manifest of a ShapesWorld base folder: its recipe and the SHA-256 of every file, checked when it is loaded.
+
+``<base>/manifest.json`` (written by ``python -m maskgrpo.toy.pretrain`` at the end, or by ``write`` below for a
+folder made earlier)::
+
+    {"format": "shapes-base-manifest/1",
+     "recipe": {"command", "config", "commit", "threads", "torch", "python", "pretrain_seconds", "params"},
+     "shapes_eval": {"overall", "partial_mean", <six tags>, "num_images", "samples_per_prompt", "seed", "sampler"},
+     "files": {"<relative path>": "<sha256 hex>", ...}}      every file of the folder except manifest.json
+
+``maskgrpo.backbones.shapes.load_shapes`` calls :func:`verify_base`: a listed file that is missing or whose digest
+differs stops the load with a one-line :class:`RunError` naming the file. A folder without a manifest (a base you
+pretrained with an older version) loads unchecked.
+
+CLI (``python -m maskgrpo.toy.base_manifest``):
+    write DIR --commit C --threads N [--command "..."]   add a manifest to an existing base folder
+    verify DIR                                           check every digest (exit 2 on a mismatch)
+    compare NEW SHIPPED                                  per-file same / differs, then the ShapesEval numbers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+from maskgrpo.digests import sha256_file
+from maskgrpo.errors import RunError
+from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
+
+MANIFEST = "manifest.json"
+FORMAT = "shapes-base-manifest/1"
+EVAL_FILE = "base_eval.json"
+"""ShapesEval of the base, written by the pretraining; it also holds the wall time, so it differs between runs."""
+WEIGHT_FILES = ("model/model.safetensors", "model/config.json", "text_tokenizer.json", "world.json")
+"""Files that define the base's behaviour (with everything under image_tokenizer/): a reproduction must match these."""
+
+
+def file_digests(directory: str | Path) -> dict[str, str]:
+    """Relative POSIX path -> SHA-256 of every file under ``directory`` except the manifest, sorted by path."""
+    d = Path(directory)
+    files = sorted(p for p in d.rglob("*") if p.is_file() and p.relative_to(d).as_posix() != MANIFEST)
+    return {p.relative_to(d).as_posix(): sha256_file(p) for p in files}
+
+
+def eval_numbers(summary: dict, eval_cfg: dict) -> dict:
+    """The manifest's ``shapes_eval`` block: the numbers of a ShapesEval summary and the protocol that made them."""
+    keys = [*GENEVAL_TAGS, "overall", "partial_mean", "num_images"]
+    out = {k: summary[k] for k in keys if k in summary}
+    out.update({k: eval_cfg[k] for k in ("samples_per_prompt", "seed", "sampler")})
+    return out
+
+
+def write_manifest(directory: str | Path, recipe: dict, shapes_eval: dict) -> dict:
+    """Digest every file of ``directory`` and write ``manifest.json`` beside them; returns the manifest."""
+    d = Path(directory)
+    manifest = {"format": FORMAT, "recipe": recipe, "shapes_eval": shapes_eval, "files": file_digests(d)}
+    (d / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def read_manifest(directory: str | Path) -> dict | None:
+    """The manifest of a base folder, or None when it has none; a damaged one raises RunError naming it."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: not valid JSON ({e})") from e
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
+        raise RunError(f"{path}: not a {FORMAT} manifest (no 'format': '{FORMAT}' or no 'files' mapping)")
+    return manifest
+
+
+def verify_base(directory: str | Path) -> dict | None:
+    """Check every file listed in the manifest against its SHA-256; RunError names the first bad file."""
+    d = Path(directory)
+    manifest = read_manifest(d)
+    if manifest is None:
+        return None
+    for rel, digest in manifest["files"].items():
+        path = d / rel
+        if not path.is_file():
+            raise RunError(f"{path}: missing, but listed in {d / MANIFEST}; restore it, e.g. `git checkout -- {d}`")
+        if sha256_file(path) != digest:
+            raise RunError(
+                f"{path}: SHA-256 differs from {d / MANIFEST}; the base was changed after it was made "
+                f"(restore it, e.g. `git checkout -- {d}`, or make a new one with `bash launch/toy_pretrain.sh`)"
+            )
+    return manifest
+
+
+def compare_bases(new: str | Path, shipped: str | Path) -> tuple[bool, list[str]]:
+    """(whether the behaviour-defining files are identical, report lines): a reproduced base vs the shipped one.
+
+    Every file is compared by SHA-256 (``missing``: only in the shipped base, ``extra``: only in the new one). The
+    verdict uses :data:`WEIGHT_FILES` and image_tokenizer/; base_eval.json holds the wall time, so it differs even
+    when the weights are identical: its ShapesEval numbers are printed side by side instead."""
+    new_files, old = file_digests(new), verify_base(shipped)
+    if old is None:
+        raise RunError(f"{Path(shipped) / MANIFEST}: not found; the shipped base has no manifest to compare with")
+    lines, differs = [], []
+    for rel in sorted(set(new_files) | set(old["files"])):
+        a, b = new_files.get(rel), old["files"].get(rel)
+        state = "same" if a == b else "differs" if a and b else "missing" if a is None else "extra"
+        lines.append(f"  {state:>7s}  {rel}")
+        if state != "same" and (rel in WEIGHT_FILES or rel.startswith("image_tokenizer/")):
+            differs.append(rel)
+    eval_file = Path(new) / EVAL_FILE
+    if eval_file.is_file():
+        got = json.loads(eval_file.read_text())
+        want = old["shapes_eval"]
+        for k in ("overall", "partial_mean"):
+            lines.append(f"  ShapesEval {k}: reproduced {got[k]:.4f}, shipped {want[k]:.4f}")
+    recipe = old["recipe"]
+    lines.append(f"  shipped recipe: commit {recipe['commit']}, {recipe['threads']} threads, torch {recipe['torch']}")
+    return not differs, lines
+
+
+def recipe_info(command: str, config: dict, commit: str, threads: int, pretrain_seconds: float, params: int) -> dict:
+    """The manifest's ``recipe`` block: what made the base, and on which software."""
+    import torch
+
+    return {"command": command, "config": config, "commit": commit, "threads": threads, "torch": torch.__version__,
+            "python": platform.python_version(), "pretrain_seconds": pretrain_seconds, "params": params}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("write", help="add a manifest to an existing base folder (made by maskgrpo.toy.pretrain)")
+    w.add_argument("dir")
+    w.add_argument("--commit", required=True, help="commit the base was pretrained on")
+    w.add_argument("--threads", type=int, required=True, help="torch threads of the pretraining (OMP_NUM_THREADS)")
+    w.add_argument("--command", required=True, help="the command that pretrained it")
+    v = sub.add_parser("verify", help="check every digest of a base folder")
+    v.add_argument("dir")
+    c = sub.add_parser("compare", help="compare a reproduced base with the shipped one")
+    c.add_argument("new")
+    c.add_argument("shipped")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "write":
+            return _write_existing(Path(args.dir), args.commit, args.threads, args.command)
+        if args.cmd == "verify":
+            m = verify_base(args.dir)
+            print(f"{args.dir}: " + ("no manifest" if m is None else f"all {len(m['files'])} files match"))
+            return 0
+        same, lines = compare_bases(args.new, args.shipped)
+        print("\n".join(lines))
+        verdict = "IDENTICAL to" if same else "DIFFERENT from"
+        print(f"[toy] weights and tokenizers of {args.new} are {verdict} the shipped base {args.shipped}")
+        return 0
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _write_existing(d: Path, commit: str, threads: int, command: str) -> int:
+    """Manifest for a base folder made by the pretraining CLI: recipe from pretrain.yaml + base_eval.json."""
+    import yaml
+
+    for f in ("pretrain.yaml", EVAL_FILE):
+        if not (d / f).is_file():
+            raise RunError(f"{d / f}: not found; `write` needs a base folder made by python -m maskgrpo.toy.pretrain")
+    config = yaml.safe_load((d / "pretrain.yaml").read_text())
+    summary = json.loads((d / EVAL_FILE).read_text())
+    recipe = recipe_info(command, config, commit, threads, summary["pretrain_seconds"], summary["params"])
+    m = write_manifest(d, recipe, eval_numbers(summary, config["eval"]))
+    print(f"[toy] {d / MANIFEST}: {len(m['files'])} files digested")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""eval.gpu_check: its arithmetic by hand, and ``--device cpu --tiny`` end to end (the same code as on a GPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from eval.gpu_check import (
+    NO_CUDA,
+    allreduce_seconds,
+    choose_blocks,
+    linear_extrapolate,
+    main,
+    plan_check,
+    prompts_that_fit,
+    round_seconds_multi_gpu,
+)
+
+G, MU, P, STEPS = 9, 8, 3, 12
+
+
+def test_linear_extrapolation_to_32_blocks() -> None:
+    # 10 s at 2 blocks, 38 s at 16: 28 / 14 = 2 s per block, 10 - 2 x 2 = 6 s fixed -> 6 + 32 x 2 = 70 s
+    assert linear_extrapolate(2, 10.0, 16, 38.0, 32) == pytest.approx(70.0)
+    assert linear_extrapolate(2, 10.0, 16, 38.0, 16) == pytest.approx(38.0)
+    with pytest.raises(ValueError, match="two different depths"):
+        linear_extrapolate(4, 1.0, 4, 2.0, 32)
+
+
+def test_eight_gpu_round_time() -> None:
+    # ring reduce-scatter + all-gather of 0.671 GB (LoRA r=128 bf16 gradients) on 8 GPUs at 150 GB/s:
+    # 2 x 7/8 x 0.671e9 / 150e9 = 7.828 ms
+    assert allreduce_seconds(0.671e9, 8, 150.0) == pytest.approx(2 * 0.875 * 0.671 / 150, rel=1e-12)
+    # phases 10 + 2 + 5 + 3 = 20 s per GPU, plus 8 optimizer steps of 7.828 ms = 20.0626 s
+    phases = {"rollout": 10.0, "decode": 2.0, "old_ref": 5.0, "update": 3.0}
+    assert round_seconds_multi_gpu(phases, 8, 0.671e9, 8, 150.0) == pytest.approx(20.0 + 8 * 0.00782833, abs=1e-6)
+
+
+def test_plan_check_within_15_percent() -> None:
+    ok = plan_check(11.4e9, 10e9, 0.15)  # (11.4 - 10) / 10 = +14% -> within 15%
+    assert ok["status"] == "ok" and ok["rel_error"] == pytest.approx(0.14)
+    off = plan_check(8.4e9, 10e9, 0.15)  # -16%: the plan must be corrected
+    assert off["status"] == "off" and off["rel_error"] == pytest.approx(-0.16)
+    assert "off by -16.0%: correct maskgrpo/launch_plan.py" in off["message"]
+
+
+def test_fit_and_depth_choice() -> None:
+    assert prompts_that_fit(70e9, 3e9) == 23 and prompts_that_fit(-1e9, 3e9) == 0
+    # 2 blocks took 40 s -> 20 s per block (over-estimate). 100 s used of 480: 16 x 20 = 320 -> 420 <= 480 keeps 16.
+    assert choose_blocks(16, 2, 40.0, 100.0, 480.0, 4) == 16
+    # 240 s used: (480 - 240) / 20 = 12 blocks; 470 s used: 0.5 -> the minimum, 4
+    assert choose_blocks(16, 2, 40.0, 240.0, 480.0, 4) == 12 and choose_blocks(16, 2, 40.0, 470.0, 480.0, 4) == 4
+
+
+def test_tiny_cpu_run_writes_a_consistent_report(tmp_path) -> None:
+    rep = main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "gpu_check.json").read_text()) == json.loads(json.dumps(rep))
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "## Per phase at 2 blocks" in md and "## Extrapolated to 32 blocks" in md
+    small, big = rep["runs"]
+    assert (small["blocks"], big["blocks"], rep["target_blocks"]) == (1, 2, 32)
+    for run in rep["runs"]:
+        assert run["rollouts"] == P * G and run["seq_len"] == 17 + 16 + 2  # text window + 4 x 4 codes + soi / eoi
+        assert run["shared"]["rollout"]["forwards"] == STEPS * 2 * P * G  # 12 steps x (cond + uncond) rows
+        mg, ht = run["maskgrpo"], run["htgrpo"]
+        assert mg["update"]["forwards"] == MU * P * G and ht["update"]["forwards"] == mg["update"]["forwards"] / G
+        assert mg["old_ref"]["forwards"] == 2 * MU * P * G and ht["old_ref"]["forwards"] == 2 * P
+        assert ht["prompts_per_forward"] == P and mg["prompts_per_forward"] == 1  # HT's 3 shared rows, one forward
+        for stats in (*run["shared"].values(), mg["old_ref"], mg["update"], ht["old_ref"], ht["update"]):
+            assert math.isfinite(stats["seconds"]) and stats["seconds"] > 0 and stats["peak_bytes"] is None
+            assert stats["images_per_s"] == pytest.approx(P * G / stats["seconds"])
+            assert stats["tokens_per_s"] == pytest.approx(stats["forwards"] * run["seq_len"] / stats["seconds"])
+    # every extrapolated figure is the line through the two measured depths, evaluated at 32
+    for m in ("maskgrpo", "htgrpo"):
+        for p in ("old_ref", "update"):
+            a, b = small[m][p]["seconds"], big[m][p]["seconds"]
+            assert rep["extrapolated"][m][p]["seconds"] == pytest.approx(a + (b - a) * (32 - 1) / (2 - 1))
+        assert rep["ratios"]["update"]["forwards"] == pytest.approx(1 / G)
+    ext = rep["extrapolated"]
+    r8 = rep["round_8gpu"]
+    # LoRA r=8 on 7 linears of a width-64, MLP-128 block: 8 x (4 x 128 + 2 x 192 + 192) = 8,704 params per block;
+    # x 32 blocks x 2 bytes (bf16 gradients) = 557,056
+    assert r8["grad_bytes"] == 557_056
+    for m in ("maskgrpo", "htgrpo"):
+        per_gpu = sum(ext["shared"][p]["seconds"] for p in ("rollout", "decode"))
+        per_gpu += sum(ext[m][p]["seconds"] for p in ("old_ref", "update"))
+        assert r8[f"{m}_s"] == pytest.approx(per_gpu + MU * 2 * 7 / 8 * 557_056 / 150e9)
+        assert rep["plan_check"][m] == NO_CUDA and r8["plan_bytes"][m] > 0
+    assert rep["fits"] == NO_CUDA
+    bf16 = rep["bf16_vs_fp32"]
+    assert 0 < bf16["max_abs_diff"] < 0.1 and bf16["tokens_scored"] == 16
+
+
+def test_without_cuda_the_gpu_check_stops_with_one_line(tmp_path) -> None:
+    """A user runs the GPU check on a machine without CUDA: exit 2, one line that says what to run, nothing written."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, "-m", "eval.gpu_check", "--out", str(tmp_path / "out")], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: no CUDA device here: run it on a GPU machine; `python -m eval.gpu_check --device cpu --tiny` tests "
+        "the code on a tiny width"
+    )
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,89 @@
+"""Rank diagnostics (eval/rank_diagnostics.py): the pure functions by hand, and a real run on the tiny toy base."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from fixtures_toy import model_args
+
+from eval.rank_diagnostics import (
+    bucket_means,
+    code_entropy,
+    future_fraction,
+    grid_neighbours,
+    main,
+    object_slots,
+    rank_buckets,
+    table,
+)
+
+
+def test_future_fraction_hand_computed_prop_c2():
+    # 2 x 2 grid, slot k committed at step k; slots 0 and 2 visible, 1 and 3 re-masked (scored).
+    commit = torch.tensor([[0, 1, 2, 3]])
+    visible = torch.tensor([[True, False, True, False]])
+    frac = future_fraction(commit, visible, ~visible, grid_neighbours(4, "all"))
+    # slot 1 (step 1) sees slots 0 (step 0) and 2 (step 2): one of two is later -> 0.5
+    # slot 3 (step 3) sees slots 0 and 2, both earlier -> 0.0; visible slots are not scored -> NaN
+    assert torch.isnan(frac[0, 0]) and torch.isnan(frac[0, 2])
+    assert frac[0, 1].item() == 0.5 and frac[0, 3].item() == 0.0
+    # 3 x 3 grid, 8-neighbourhood: centre slot 4 (step 1) sees the 8 others; steps 0 0 0 / 0 . 2 / 2 2 2
+    commit = torch.tensor([[0, 0, 0, 0, 1, 2, 2, 2, 2]])
+    visible = torch.ones(1, 9, dtype=torch.bool)
+    visible[0, 4] = False
+    frac = future_fraction(commit, visible, ~visible, grid_neighbours(9, "adjacent"))
+    assert frac[0, 4].item() == pytest.approx(4 / 8)  # slots 5, 6, 7, 8 were committed after it
+    # no visible neighbour at all (the fully masked context): NaN, never 0/0
+    assert torch.isnan(future_fraction(commit, torch.zeros(1, 9, dtype=torch.bool), torch.ones(1, 9, dtype=torch.bool),
+                                       grid_neighbours(9, "all"))).all()  # fmt: skip
+
+
+def test_grid_neighbours_buckets_entropy_and_object_slots():
+    adj = grid_neighbours(9, "adjacent")
+    assert adj.sum(1).tolist() == [3, 5, 3, 5, 8, 5, 3, 5, 3] and not adj.diagonal().any()
+    with pytest.raises(ValueError, match="square grid"):
+        grid_neighbours(6, "adjacent")
+    rank = torch.arange(1, 11)[None]  # N = 10, 5 buckets -> two ranks per bucket, bucket 0 = ranks 1, 2
+    assert rank_buckets(rank, 5).tolist() == [[0, 0, 1, 1, 2, 2, 3, 3, 4, 4]]
+    vals, buckets = torch.arange(10.0)[None], rank_buckets(rank, 5)
+    assert bucket_means(vals, torch.ones(1, 10, dtype=torch.bool), buckets, 5) == [0.5, 2.5, 4.5, 6.5, 8.5]
+    assert math.isnan(bucket_means(vals, torch.zeros(1, 10, dtype=torch.bool), buckets, 5)[0])
+    # uniform over 4 codes: ln 4; a one-hot-like distribution: ~0
+    assert code_entropy(torch.zeros(4)).item() == pytest.approx(math.log(4))
+    assert code_entropy(torch.tensor([50.0, 0.0, 0.0])).item() == pytest.approx(0.0, abs=1e-12)
+    labels = np.zeros((1, 4, 4), dtype=int)  # 2 x 2 patches of 2 x 2 px; one coloured pixel in the last patch
+    labels[0, 3, 3] = 2
+    labels[0, 0, 1] = -1  # an unassigned (blended) pixel is not an object
+    assert object_slots(labels, 2).tolist() == [[False, False, False, True]]
+
+
+@pytest.mark.parametrize("sampler", ["emerge", "maskgit"])
+def test_rank_diagnostics_on_the_tiny_base(tmp_path, capsys, sampler):
+    out = tmp_path / sampler
+    args = [*model_args(), "--sampler", sampler, "--steps", "3", "--prompts-per-tag", "1", "--samples", "2",
+            "--updates", "2", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    res = json.loads((out / "rank_diagnostics.json").read_text())
+    assert (out / "rank_diagnostics.png").stat().st_size > 0
+    n_b = res["num_buckets"]
+    assert res["num_rollouts"] == 6 * 2 and n_b == 10
+    # the replayed trajectory reproduces the sampler's own log p_s(x) at every commit
+    assert res["replay_max_abs_logp_diff"] < 1e-4
+    curves = [res["entropy"], res["gap_fully_masked"], res["gap_random_remask"], res["contamination"]["all"],
+              res["contamination"]["adjacent"], res["signed_gap_fully_masked"]]  # fmt: skip
+    assert all(len(c) == n_b and all(math.isfinite(v) for v in c) for c in curves)
+    assert all(0.0 <= v <= 1.0 for v in res["contamination"]["all"])
+    # bucket 0 = tokens of the first step: most visible tokens come later; the last bucket's come earlier or with it
+    assert res["contamination"]["all"][0] > 0.5 > res["contamination"]["all"][-1]
+    s = res["structure"]
+    assert s["num_structural"] == math.floor(0.3 * res["num_tokens"]) and len(s["mean_rank_grid"]) == 8
+    assert 0.0 <= s["structural_on_object_frac"] <= 1.0 and 0.0 <= s["object_slot_frac"] <= 1.0
+    assert sorted(res["settings"]) == sorted(["model", "sampler", "seed", "prompts_per_tag", "captions", "samples",
+                                              "updates", "min_mask_rate", "seconds"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"/ {sampler} | 12 |" in printed
+    assert table({"x": res}).splitlines()[2].startswith("| x | 12 | ")

@@ -1,0 +1,78 @@
+"""The focused study plan (eval/toy_compare.py --plan focused) and its statistics (eval/study_stats.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval.study_stats import ci_record, fmt_interval, metric_curve, paired_t_interval, t975
+from eval.toy_compare import METHODS, PLANS, ROW_KEYS, main, resolved_config, study_table
+
+
+def test_paired_t_interval_hand_computed():
+    # d = (0.01, 0.03, 0.05): mean 0.03; sd (ddof 1) = sqrt((0.0004 + 0 + 0.0004) / 2) = 0.02;
+    # half = t_{0.975, 2} * 0.02 / sqrt(3) = 4.303 * 0.0115470 = 0.0496867
+    mean, lo, hi, n = paired_t_interval([0.01, 0.03, 0.05])
+    assert (mean, n) == (pytest.approx(0.03), 3)
+    assert lo == pytest.approx(0.03 - 0.0496867, abs=1e-6) and hi == pytest.approx(0.03 + 0.0496867, abs=1e-6)
+    # 5 seeds (df 4): t = 2.776; d = (0, 0, 0, 0, 0.1): mean 0.02, sd = sqrt((4 * 0.0004 + 0.0064) / 4) = 0.0447214
+    mean, lo, hi, n = paired_t_interval([0.0, 0.0, 0.0, 0.0, 0.1])
+    assert hi - mean == pytest.approx(2.776 * 0.0447214 / math.sqrt(5), abs=1e-6) and n == 5
+    assert paired_t_interval([0.2])[1:] == (pytest.approx(math.nan, nan_ok=True),) * 2 + (1,)
+    assert paired_t_interval([])[3] == 0 and t975(4) == 2.776 and t975(100) == 1.96
+    assert fmt_interval(ci_record((0.03, -0.02, 0.08, 3))) == "+0.030 [-0.020, +0.080]"
+    assert fmt_interval(ci_record(paired_t_interval([0.2]))) == "+0.200"
+    assert fmt_interval(ci_record(paired_t_interval([]))) == "-"
+
+
+def test_metric_curve_reads_the_last_line_per_round(tmp_path):
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"round": 1, "a": 0.1}\n{"round": 2, "b": 5}\n{"round": 2, "a": 0.2}\n{"round": 2, "a": 0.3}\n')
+    rounds, values = metric_curve(f, "a")
+    assert rounds.tolist() == [1, 2] and np.allclose(values, [0.1, 0.3])
+    assert metric_curve(f, "missing") is None
+
+
+def test_focused_plan_definition():
+    plan = PLANS["focused"]
+    assert len(plan.seeds) == 5 and len(plan.methods) == 6 and all(m in METHODS for m in plan.methods)
+    assert all(Path(METHODS[m].config).is_file() for m in plan.methods)
+    # the confidence-rank HT-GRPO and its MaskGRPO twin roll out with the same sampler, and are paired
+    ht, twin = METHODS["HT confidence ranks"], METHODS["MaskGRPO maskgit"]
+    assert ht.reference == twin.label
+    rollout = [resolved_config(m, list(plan.overrides) + list(m.overrides)).rollout for m in (ht, twin)]
+    assert rollout[0] == rollout[1] and rollout[0].name == "maskgit"
+    assert resolved_config(METHODS["MaskGRPO"], list(plan.overrides)).rollout.name == "emerge"
+    assert "eval.samples_per_prompt=8" in PLANS["study"].overrides and len(PLANS["study"].methods) == 10
+    samples = [o for o in plan.overrides if o.startswith("eval.samples_per_prompt=")]
+    assert int(samples[0].split("=")[1]) > 8  # more eval images per caption than the study
+
+
+def test_table_has_the_paired_column_only_when_paired():
+    base = {k: (0.25, 0.01, 5) for k in ROW_KEYS}
+    row = {**base, "paired": {"mean": 0.03, "low": -0.02, "high": 0.08, "n": 5}, "reference": "MaskGRPO"}
+    lines = study_table({"base": base, "X": row}).splitlines()
+    assert lines[0].endswith("| Δ overall vs reference, paired, 95% CI |")
+    assert lines[3].endswith("| +0.030 [-0.020, +0.080] vs MaskGRPO |") and lines[2].endswith("| - |")
+    assert "paired" not in study_table({"base": base})
+
+
+def test_quick_focused_plan_pairs_the_twins_and_draws_accuracy_curves(toy_base_dir, tmp_path):
+    out = tmp_path / "focused"
+    args = ["--plan", "focused", "--quick", "--methods", "MaskGRPO maskgit",
+            "HT confidence ranks", "--out", str(out), f"backbone.path={toy_base_dir}", "rl.rounds=1",
+            "rollout.num_steps=2", "eval.sampler.num_steps=2", "eval.samples_per_prompt=1"]  # fmt: skip
+    assert main(args) == 0
+    study = json.loads((out / "study.json").read_text())
+    ht = study["rows"]["HT confidence ranks"]
+    after = [json.loads((out / d / "seed0" / "eval_after.json").read_text())["overall"]
+             for d in ("ht_confidence_ranks", "maskgrpo_maskgit")]  # fmt: skip
+    assert ht["paired"] == {"mean": pytest.approx(after[0] - after[1]), "low": None, "high": None, "n": 1}
+    assert "| Δ overall vs reference, paired, 95% CI |" in (out / "study.md").read_text()
+    assert (out / "accuracy_curves.png").stat().st_size > 0  # the zero-weight verdict monitor was logged
+    cfg = (out / "ht_confidence_ranks" / "seed0" / "config.yaml").read_text()
+    assert "maskgit" in cfg and "rollout_accuracy" in cfg
