@@ -78,6 +78,11 @@ METHODS: dict[str, Method] = {m.label: m for m in (
            ("rollout.name=maskgit",), 2),
     Method("HT confidence ranks", "configs/ablations/ranks_confidence.yaml", "HT-GRPO, maskgit rollouts: ranks "
            "follow confidence", reference="MaskGRPO maskgit"),
+    # focused plan, the reward choice (issue 15.2): MaskGRPO trained on the graded verdict, paired with MaskGRPO on
+    # partial credit; cost 1 so it runs last (the six-method table is complete first if the study is cut short)
+    Method("MaskGRPO graded", "configs/toy_maskgrpo.yaml", "MaskGRPO trained on shapes_geneval_graded (partial "
+           "credit logged at weight 0)", ("rewards.shapes_geneval.weight=0.0",
+                                          "rewards.shapes_geneval_graded.weight=1.0")),
 )}  # fmt: skip
 """Every method a plan can run, in table order; the base model is the first row."""
 
@@ -120,7 +125,8 @@ class Plan:
 PLANS: dict[str, Plan] = {
     "study": Plan(tuple(list(METHODS)[:10]), tuple(STUDY), (0, 1, 2), "runs/toy_compare"),
     "focused": Plan(("MaskGRPO", "HT-GRPO", "MaskGRPO maskgit", "HT confidence ranks", "HT no credit",
-                     "HT revealed structure"), tuple(FOCUSED), (0, 1, 2, 3, 4), "runs/toy_compare_focused"),
+                     "HT revealed structure", "MaskGRPO graded"), tuple(FOCUSED), (0, 1, 2, 3, 4),
+                    "runs/toy_compare_focused"),
 }  # fmt: skip
 """``--plan`` name -> what it runs. ``study``: the 10-method comparison of the README; ``focused``: issue 15.3."""
 

@@ -39,7 +39,7 @@ def test_metric_curve_reads_the_last_line_per_round(tmp_path):
 
 def test_focused_plan_definition():
     plan = PLANS["focused"]
-    assert len(plan.seeds) == 5 and len(plan.methods) == 6 and all(m in METHODS for m in plan.methods)
+    assert len(plan.seeds) == 5 and len(plan.methods) == 7 and all(m in METHODS for m in plan.methods)
     assert all(Path(METHODS[m].config).is_file() for m in plan.methods)
     # the confidence-rank HT-GRPO and its MaskGRPO twin roll out with the same sampler, and are paired
     ht, twin = METHODS["HT confidence ranks"], METHODS["MaskGRPO maskgit"]
@@ -48,6 +48,12 @@ def test_focused_plan_definition():
     assert rollout[0] == rollout[1] and rollout[0].name == "maskgit"
     assert resolved_config(METHODS["MaskGRPO"], list(plan.overrides)).rollout.name == "emerge"
     assert "eval.samples_per_prompt=8" in PLANS["study"].overrides and len(PLANS["study"].methods) == 10
+    # the reward-choice arm trains MaskGRPO on the graded verdict only, still logging partial credit
+    graded = resolved_config(
+        METHODS["MaskGRPO graded"], list(plan.overrides) + list(METHODS["MaskGRPO graded"].overrides)
+    )
+    weights = {name: r.weight for name, r in graded.rewards.items()}
+    assert weights["shapes_geneval_graded"] == 1.0 and weights["shapes_geneval"] == 0.0
     samples = [o for o in plan.overrides if o.startswith("eval.samples_per_prompt=")]
     assert int(samples[0].split("=")[1]) > 8  # more eval images per caption than the study
 
