@@ -14,6 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["maskgrpo", "maskgrpo.*", "htgrpo_patch", "htgrpo_patch.*", "eval", "eval.*"]),
+    package_data={"eval": ["geneval_facts.json"]},  # read by eval.geneval_train_prompts
     install_requires=[
         "torch>=2.4",
         "transformers>=5.0,<6",

@@ -12,7 +12,7 @@ writes, under ``--out`` (default: the run directory for ``--checkpoint``, the ba
 
 Defaults are MMaDA's README setting (MaskGIT, 15 steps, w = 3.5), 4 samples, seed 1234; the toy configs' own
 evaluation is ``--sampler emerge --steps 12 --cfg 3.5 --samples 16 --train-prompts-per-tag 6``. Keep the seed fixed
-so a base and a trained model see the same noise. A base model: ``--backbone shapes --model-path cache/toy_base``.
+so a base and a trained model see the same noise. A base model: ``--backbone shapes --model-path assets/toy_base``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The ShapesWorld comparison study (``bash launch/toy_compare.sh``): every method, several seeds, one table.
 
-Same base model (cache/toy_base), same prompt stream, rollouts and optimizer steps for every method; only
-the method's own config section differs. Per seed s, every run (and the base) is evaluated with eval seed
-1234 + s, so a method's "delta vs base" is paired: the same held-out prompts and sampler noise before and after.
+Same base model (the configs' backbone.path, the shipped assets/toy_base), same prompt stream, rollouts and
+optimizer steps for every method; only the method's own config section differs. Per seed s, every run (and the
+base) is evaluated with eval seed 1234 + s, so a method's "delta vs base" is paired: the same held-out prompts and
+sampler noise before and after.
 
     python -m eval.toy_compare [--plan study|focused] [--quick] [--seeds 0 1 2] [--jobs 2] [--threads N]
                                [--methods NAME ...] [--out DIR] [KEY=VALUE ...]
@@ -44,6 +45,7 @@ from pathlib import Path
 from eval.compare import fmt_stats, jsonable_stats, load_run, mean_std, plot_curves
 from eval.study_stats import ci_record, fmt_interval, metric_curve, paired_t_interval, plot_metric_curves
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
+from maskgrpo.toy.base_manifest import git_commit
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,11 @@ METHODS: dict[str, Method] = {m.label: m for m in (
            ("rollout.name=maskgit",), 2),
     Method("HT confidence ranks", "configs/ablations/ranks_confidence.yaml", "HT-GRPO, maskgit rollouts: ranks "
            "follow confidence", reference="MaskGRPO maskgit"),
-    # focused plan, the reward choice (issue 15.2): MaskGRPO trained on the graded verdict, paired with MaskGRPO on
-    # partial credit; cost 1 so it runs last (the six-method table is complete first if the study is cut short)
-    Method("MaskGRPO graded", "configs/toy_maskgrpo.yaml", "MaskGRPO trained on shapes_geneval_graded (partial "
-           "credit logged at weight 0)", ("rewards.shapes_geneval.weight=0.0",
-                                          "rewards.shapes_geneval_graded.weight=1.0")),
+    # focused plan, the reward choice (issue 15.2): MaskGRPO trained on partial credit (the default before
+    # 2026-11-30), paired with MaskGRPO on the graded default; cost 1 so it runs last
+    Method("MaskGRPO partial credit", "configs/toy_maskgrpo.yaml", "MaskGRPO trained on shapes_geneval (partial "
+           "credit; the graded verdict logged at weight 0)", ("rewards.shapes_geneval.weight=1.0",
+                                                            "rewards.shapes_geneval_graded.weight=0.0")),
 )}  # fmt: skip
 """Every method a plan can run, in table order; the base model is the first row."""
 
@@ -125,13 +127,15 @@ class Plan:
 PLANS: dict[str, Plan] = {
     "study": Plan(tuple(list(METHODS)[:10]), tuple(STUDY), (0, 1, 2), "runs/toy_compare"),
     "focused": Plan(("MaskGRPO", "HT-GRPO", "MaskGRPO maskgit", "HT confidence ranks", "HT no credit",
-                     "HT revealed structure", "MaskGRPO graded"), tuple(FOCUSED), (0, 1, 2, 3, 4),
+                     "HT revealed structure", "MaskGRPO partial credit"), tuple(FOCUSED), (0, 1, 2, 3, 4),
                     "runs/toy_compare_focused"),
 }  # fmt: skip
 """``--plan`` name -> what it runs. ``study``: the 10-method comparison of the README; ``focused``: issue 15.3."""
 
 EVAL_KEYS = (*GENEVAL_TAGS, "overall")
 ROW_KEYS = (*EVAL_KEYS, "partial_mean")  # partial_mean: the clipped partial credit, i.e. the RL reward, held out
+PAIRED_KEYS = ("overall", "partial_mean", "graded_mean")
+"""Held-out metrics with a paired 95% interval in ``paired_table`` (graded_mean: the graded verdict's mean)."""
 BASE_SEED = 1234
 ACCURACY_KEY = "reward/rollout_accuracy/mean"
 """The focused plan's per-round rollout accuracy (the zero-weight ``shapes_geneval_strict`` monitor)."""
@@ -239,25 +243,39 @@ def collect(out: Path, methods: list[Method], seeds: list[int]) -> tuple[dict, d
         rows[m.label], curves[m.label] = row, runs
     labels = {m.label for m in methods}
 
-    def overall(label: str, s: int) -> float:
-        return json.loads((out / slug(label) / f"seed{s}" / "eval_after.json").read_text())["overall"]
+    def after(label: str, s: int) -> dict:
+        return json.loads((out / slug(label) / f"seed{s}" / "eval_after.json").read_text())
 
-    for m in methods:  # paired difference vs the reference method: same training seed, same eval seed
+    for m in methods:  # paired differences: same training seed, same eval seed (base: same eval seed)
+        keys = [k for k in PAIRED_KEYS if all(k in after(m.label, s) and k in base[s] for s in seeds)]
+        rows[m.label]["vs_base"] = {k: ci_record(paired_t_interval([after(m.label, s)[k] - base[s][k] for s in seeds]))
+                                    for k in keys}  # fmt: skip
         if m.reference in labels and m.reference != m.label:
-            ci = paired_t_interval([overall(m.label, s) - overall(m.reference, s) for s in seeds])
-            rows[m.label]["paired"] = ci_record(ci)
+            ref = {s: after(m.reference, s) for s in seeds}
+            rows[m.label]["vs_reference"] = {
+                k: ci_record(paired_t_interval([after(m.label, s)[k] - ref[s][k] for s in seeds])) for k in keys
+            }
+            rows[m.label]["paired"] = rows[m.label]["vs_reference"]["overall"]
             rows[m.label]["reference"] = m.reference
     return rows, curves
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True).stdout.strip()  # fmt: skip
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def paired_table(rows: dict[str, dict]) -> str:
+    """Markdown: per method, the 95% t-interval over seeds of its paired change vs the base and vs its reference
+    method, for GenEval accuracy (overall), partial credit and the graded verdict ("-" where not measured)."""
+    names = {"overall": "accuracy", "partial_mean": "partial credit", "graded_mean": "graded verdict"}
+    head = ["method", *(f"Δ {names[k]} vs base" for k in PAIRED_KEYS), "reference",
+            *(f"Δ {names[k]} vs reference" for k in PAIRED_KEYS)]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(PAIRED_KEYS)) + " --- |" + " ---: |" * 3]
+    for label, r in rows.items():
+        if "vs_base" not in r:
+            continue
+        vs_ref = r.get("vs_reference", {})
+        cells = [fmt_interval(r["vs_base"][k]) if k in r["vs_base"] else "-" for k in PAIRED_KEYS]
+        cells.append(r.get("reference", "-"))
+        cells += [fmt_interval(vs_ref[k]) if k in vs_ref else "-" for k in PAIRED_KEYS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,7 +352,10 @@ def main(argv: list[str] | None = None) -> int:
               f"paired per eval seed). Runs made on commit {', '.join(commits)}; command `{command.strip()}`; "
               f"overrides {overrides or 'none'}.\n\n")  # fmt: skip
     legend = "\n".join(f"- {m.label}: `{m.config}`, {m.note}" for m in methods)
-    (out / "study.md").write_text(header + table + "\n\n" + legend + "\n")
+    paired = ("\n\nPaired changes, mean and 95% t-interval over seeds (held-out captions; Δ vs base: the run minus "
+              "the base on the same eval seed; Δ vs reference: minus the reference method's run of the same seed):\n\n"
+              + paired_table(rows))  # fmt: skip
+    (out / "study.md").write_text(header + table + paired + "\n\n" + legend + "\n")
     (out / "study.json").write_text(json.dumps({"seeds": seeds, "overrides": overrides, "commits": commits,
                                                 "rows": jsonable_stats(rows)}, indent=1))  # fmt: skip
     plot_curves(curves, out / "reward_curves.png", smooth=3)
@@ -343,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     acc = {label: runs for label, runs in acc.items() if all(r is not None for r in runs)}
     if acc:
         plot_metric_curves(acc, out / "accuracy_curves.png", "GenEval accuracy of the rollouts", smooth=3)
-    print(header + table)
+    print(header + table + paired)
     print(f"\nwrote {out / 'study.md'}, {out / 'study.json'}, {out / 'reward_curves.png'}")
     return 0
 

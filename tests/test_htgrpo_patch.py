@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from forward_counts import max_rollout_forwards, rollout_forwards
 from safetensors.torch import load_file
 
 from maskgrpo.algo.losses import GRPOLoss
@@ -90,13 +91,15 @@ def test_patch_options_are_checked_with_file_and_key(toy_base_dir, tmp_path):
 
 def test_forward_counts_match_the_formula(toy_base_dir, tmp_path):
     P, G, mu = 2, 3, 3
-    _, ht = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "ht"))
+    trainer, ht = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "ht"))
     _, mg = run_inprocess(TOY_MG, tiny(toy_base_dir, tmp_path / "mg"))
     assert ht["perf/forwards_update"] == mu * P  # one forward per unique prompt per update
     assert mg["perf/forwards_update"] == mu * P * G
     assert ht["perf/forwards_old_ref"] == 2 * P  # old + ref: one no-grad forward per prompt per round
     assert mg["perf/forwards_old_ref"] == 2 * mu * P * G
-    assert ht["perf/forwards_rollout"] == mg["perf/forwards_rollout"] == 3 * 2 * P * G  # T x (cond + uncond)
+    # the same rollouts: T steps x the distinct (cond + uncond) rows, P + 1 at the first step instead of 2 P G
+    n = rollout_forwards(trainer.rollouts, steps=3, chunk=trainer.cfg.rl.rollout_batch_size)
+    assert ht["perf/forwards_rollout"] == mg["perf/forwards_rollout"] == n <= max_rollout_forwards(3, P, P * G)
     assert ht["stage/structure/support_frac"] > 0 and "stage/refine/mean_weight" in ht
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from maskgrpo.layout import MMaDALayout, T2IBatch, tiny_mmada
+from maskgrpo.models import LLaDAConfig, LLaDAModelLM
 from maskgrpo.sampling import (
     SAMPLERS,
     Sampler,
@@ -139,10 +140,13 @@ def test_contract_every_slot_committed_once(name: str, num_steps: int, cfg_scale
     if out.score_at_commit is not None:
         assert out.score_at_commit.shape == (B, N) and out.score_at_commit.dtype == torch.float32
 
-    # One forward per step, 2B rows iff CFG, head only at image positions over the code slice.
+    # One forward per step over the distinct rows, head only at image positions over the code slice: the B prompts
+    # differ, so B conditional rows, plus with CFG one unconditional row per distinct canvas (1 at the first step,
+    # where every canvas is fully masked, and while no row has committed a slot).
     assert len(model.calls) == T
-    for rows, at, vocab in model.calls:
-        assert rows == (2 * B if cfg_scale > 0 else B)
+    canvases = [torch.full((B, N), K)] + [i.codes for i in infos[:-1]]  # (B, N) before each step
+    for (rows, at, vocab), before in zip(model.calls, canvases, strict=True):
+        assert rows == B + (len(torch.unique(before, dim=0)) if cfg_scale > 0 else 0)
         assert torch.equal(at, batch.image_positions)
         assert vocab == (TINY.code_offset, TINY.code_offset + K)
 
@@ -245,6 +249,33 @@ def test_guided_logits_muse_form_in_one_forward_of_2b_rows() -> None:
     uncond = model(input_ids=b.uncond_ids, attention_mask=b.uncond_mask, logits_at=pos, vocab_slice=vocab).logits
     assert not torch.allclose(cond, uncond)  # the prompt matters, so the check below is not vacuous
     torch.testing.assert_close(z, (1 + w) * cond - w * uncond, atol=1e-5, rtol=1e-5)
+
+
+def test_identical_rows_are_forwarded_once_bit_for_bit() -> None:
+    """At the first step every canvas is fully masked: a prompt's copies and all unconditional rows coincide, so one
+    forward of the distinct rows gives what forwarding all 2B rows gives, bit for bit (a real LLaDA on CPU)."""
+    layout = MMaDALayout(pad_id=0, bos_id=1, eos_id=2, t2i_id=3, soi_id=4, eoi_id=5, mask_id=6, code_offset=7,
+                         codebook_size=16, text_window=5, grid_h=4, grid_w=4)  # fmt: skip
+    torch.manual_seed(0)
+    model = LLaDAModelLM(LLaDAConfig(d_model=64, n_layers=2, n_heads=4, mlp_hidden_size=128, embedding_size=32,
+                                     mask_token_id=6)).eval()  # fmt: skip
+    rows: list[int] = []
+    model.register_forward_pre_hook(lambda m, a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    batch = layout.build_batch([[8, 9], [8, 9], [10], [8, 9]])  # prompts A A B A
+    masked = canvas_ids(torch.full((4, 16), 16), batch)  # (B, N) all mask_id
+    w = 2.0
+    z = guided_code_logits(model, batch, masked, w)  # (B, N, K)
+    assert rows == [3]  # A, B and the one unconditional row
+    b, vocab = batch.with_image(masked), (7, 23)
+    ids, mask = torch.cat([b.input_ids, b.uncond_ids]), torch.cat([b.attention_mask, b.uncond_mask])  # (2B, T)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, logits_at=b.image_positions, vocab_slice=vocab).logits
+    assert torch.equal(z, (1.0 + w) * full[:4] - w * full[4:])
+    assert not torch.equal(full[0], full[2])  # the prompts differ, so the check above is not vacuous
+    # once the canvases differ every row is forwarded
+    codes = torch.randint(0, 17, (4, 16), generator=torch.Generator().manual_seed(1))
+    guided_code_logits(model, batch, canvas_ids(codes, batch), w)
+    assert rows[-1] == 8
 
 
 def test_guided_logits_rejects_contract_violations() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eval.study_stats import ci_record, fmt_interval, metric_curve, paired_t_interval, t975
-from eval.toy_compare import METHODS, PLANS, ROW_KEYS, main, resolved_config, study_table
+from eval.toy_compare import METHODS, PLANS, ROW_KEYS, main, paired_table, resolved_config, study_table
 
 
 def test_paired_t_interval_hand_computed():
@@ -48,12 +48,12 @@ def test_focused_plan_definition():
     assert rollout[0] == rollout[1] and rollout[0].name == "maskgit"
     assert resolved_config(METHODS["MaskGRPO"], list(plan.overrides)).rollout.name == "emerge"
     assert "eval.samples_per_prompt=8" in PLANS["study"].overrides and len(PLANS["study"].methods) == 10
-    # the reward-choice arm trains MaskGRPO on the graded verdict only, still logging partial credit
-    graded = resolved_config(
-        METHODS["MaskGRPO graded"], list(plan.overrides) + list(METHODS["MaskGRPO graded"].overrides)
-    )
-    weights = {name: r.weight for name, r in graded.rewards.items()}
-    assert weights["shapes_geneval_graded"] == 1.0 and weights["shapes_geneval"] == 0.0
+    # the reward-choice arm trains MaskGRPO on partial credit only, the default on the graded verdict only
+    arm = METHODS["MaskGRPO partial credit"]
+    weights = [{n: r.weight for n, r in resolved_config(m, list(plan.overrides) + list(m.overrides)).rewards.items()}
+               for m in (arm, METHODS["MaskGRPO"])]  # fmt: skip
+    assert (weights[0]["shapes_geneval"], weights[0]["shapes_geneval_graded"]) == (1.0, 0.0)
+    assert (weights[1]["shapes_geneval"], weights[1]["shapes_geneval_graded"]) == (0.0, 1.0)
     samples = [o for o in plan.overrides if o.startswith("eval.samples_per_prompt=")]
     assert int(samples[0].split("=")[1]) > 8  # more eval images per caption than the study
 
@@ -67,6 +67,21 @@ def test_table_has_the_paired_column_only_when_paired():
     assert "paired" not in study_table({"base": base})
 
 
+def test_paired_table_shows_each_metric_vs_base_and_vs_reference():
+    ci = {"mean": 0.03, "low": -0.02, "high": 0.08, "n": 5}
+    rows = {"base": {}, "MaskGRPO": {"vs_base": {"overall": ci, "partial_mean": {**ci, "mean": 0.05}}},
+            "X": {"vs_base": {"overall": ci}, "vs_reference": {"overall": {**ci, "low": None, "high": None, "n": 1}},
+                  "reference": "MaskGRPO"}}  # fmt: skip
+    lines = paired_table(rows).splitlines()
+    assert lines[0] == (
+        "| method | Δ accuracy vs base | Δ partial credit vs base | Δ graded verdict vs base | reference | "
+        "Δ accuracy vs reference | Δ partial credit vs reference | Δ graded verdict vs reference |"
+    )
+    assert lines[2] == "| MaskGRPO | +0.030 [-0.020, +0.080] | +0.050 [-0.020, +0.080] | - | - | - | - | - |"
+    assert lines[3] == "| X | +0.030 [-0.020, +0.080] | - | - | MaskGRPO | +0.030 | - | - |"
+    assert len(lines) == 4  # the base row has no paired changes
+
+
 def test_quick_focused_plan_pairs_the_twins_and_draws_accuracy_curves(toy_base_dir, tmp_path):
     out = tmp_path / "focused"
     args = ["--plan", "focused", "--quick", "--methods", "MaskGRPO maskgit",
@@ -78,7 +93,13 @@ def test_quick_focused_plan_pairs_the_twins_and_draws_accuracy_curves(toy_base_d
     after = [json.loads((out / d / "seed0" / "eval_after.json").read_text())["overall"]
              for d in ("ht_confidence_ranks", "maskgrpo_maskgit")]  # fmt: skip
     assert ht["paired"] == {"mean": pytest.approx(after[0] - after[1]), "low": None, "high": None, "n": 1}
-    assert "| Δ overall vs reference, paired, 95% CI |" in (out / "study.md").read_text()
+    md = (out / "study.md").read_text()
+    assert "| Δ overall vs reference, paired, 95% CI |" in md and "| HT confidence ranks | " in md.split("Paired")[1]
+    assert ht["vs_reference"]["partial_mean"]["n"] == 1 and set(ht["vs_base"]) == {
+        "overall",
+        "partial_mean",
+        "graded_mean",
+    }
     assert (out / "accuracy_curves.png").stat().st_size > 0  # the zero-weight verdict monitor was logged
     cfg = (out / "ht_confidence_ranks" / "seed0" / "config.yaml").read_text()
     assert "maskgit" in cfg and "rollout_accuracy" in cfg

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from forward_counts import rollout_forwards
 from safetensors.torch import load_file
 from test_htgrpo_patch import run_inprocess, tiny
 
@@ -161,7 +162,8 @@ def test_trace_round_forward_counts_and_finite_loss(trace_round, toy_base_dir):
     assert rows == P * G * math.ceil(steps / shrink)  # this seeded round leaves no step group empty
     assert m["perf/forwards_update"] == mu * rows  # T / shrink forwards per rollout per update
     assert m["perf/forwards_old_ref"] == 2 * rows  # old + ref: every trajectory context once per round
-    assert m["perf/forwards_rollout"] == steps * 2 * P * G  # T x (cond + uncond)
+    # T x (cond + uncond), each distinct row once
+    assert m["perf/forwards_rollout"] == rollout_forwards(trainer.rollouts, steps, trainer.cfg.rl.rollout_batch_size)
     assert math.isfinite(m["loss/policy"]) and m["policy/support_frac"] == 1.0
     before = load_file(Path(toy_base_dir) / "model" / "model.safetensors")
     params = dict(trainer.policy.named_parameters())

@@ -153,8 +153,8 @@ class ToyPretrainRun:
 class BackboneConfig:
     name: str = field(default="shapes", metadata=one_of("backbone", _backbone_names))
     """Registered backbone loader: 'shapes' (ShapesWorld toy base), 'mmada', 'lumina'."""
-    path: str = "cache/toy_base"
-    """Local directory (or hub id, for real backbones) of the base model."""
+    path: str = "assets/toy_base"
+    """Local directory (or hub id, for real backbones) of the base model; the default is the shipped toy base."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Weight dtype of the loaded model (bf16 for 8B runs; fp32 keeps toy runs bit-exact on CPU)."""
     options: dict[str, Any] = field(default_factory=dict)

@@ -146,8 +146,10 @@ def guided_code_logits(
     image_ids: (B, N) long vocabulary ids on the canvas, written into the image slots of the conditional and the
     unconditional rows. With w > 0 one forward runs over the 2B stacked rows; with w = 0 only the B conditional rows.
     The head is evaluated only at the image positions over the code slice [off, off + K): the combination is
-    elementwise, so slicing first is exact. Returns (B, N, K), float32 (the model's dtype if ``keep_model_dtype``,
-    the upstream bf16 arithmetic of ``probs_dtype: model``). Runs under ``torch.no_grad``: it serves rollouts and
+    elementwise, so slicing first is exact. Identical rows are forwarded once (``distinct_row_logits``: at the first
+    step every canvas is fully masked, so a prompt's G rollouts are one row, and all unconditional rows one more).
+    Returns (B, N, K), float32 (the model's dtype if ``keep_model_dtype``, the upstream bf16 arithmetic of
+    ``probs_dtype: model``). Runs under ``torch.no_grad``: it serves rollouts and
     eval; the trainer recomputes RL log-probs without CFG (method.md).
     """
     b = batch.with_image(image_ids)
@@ -158,7 +160,7 @@ def guided_code_logits(
         mask = torch.cat([b.attention_mask, b.uncond_mask], dim=0)  # (2B, T)
     else:
         ids, mask = b.input_ids, b.attention_mask  # (B, T)
-    z = model(input_ids=ids, attention_mask=mask, logits_at=b.image_positions, vocab_slice=vocab).logits
+    z = distinct_row_logits(model, ids, mask, b.image_positions, vocab)  # (rows of ids, N, K)
     expected = (ids.shape[0], b.num_image_tokens, b.codebook_size)
     if tuple(z.shape) != expected:
         raise ValueError(f"model returned logits of shape {tuple(z.shape)}, expected {expected} (rows, N, K)")
@@ -167,6 +169,27 @@ def guided_code_logits(
         return z  # (B, N, K)
     z_cond, z_uncond = z[:rows], z[rows:]  # (B, N, K) each
     return (1.0 + cfg_scale) * z_cond - cfg_scale * z_uncond  # (B, N, K)
+
+
+def distinct_row_logits(
+    model: CodeLogitsModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    logits_at: torch.Tensor,
+    vocab: tuple[int, int],
+) -> torch.Tensor:
+    """The model's logits for every row of ``ids`` (R, T) / ``mask`` (R, T), each distinct (ids, mask) row forwarded
+    once and its logits given to all its copies: (R, P, end - start). The forward is row-wise (no row sees another),
+    so this equals forwarding all R rows; on CPU bit for bit (tests/test_samplers.py). At a sampler's first step a
+    rollout batch of P prompts x G rollouts with CFG holds P + 1 distinct rows out of 2 P G."""
+    key = torch.cat([ids, mask.to(ids.dtype)], dim=1)  # (R, 2T)
+    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)  # (U, 2T), (R,)
+    if distinct.shape[0] == key.shape[0]:  # nothing repeats (every step after the first, in practice)
+        return model(input_ids=ids, attention_mask=mask, logits_at=logits_at, vocab_slice=vocab).logits
+    rows = torch.arange(key.shape[0], device=ids.device)
+    first = torch.full((distinct.shape[0],), key.shape[0], device=ids.device).scatter_reduce(0, inverse, rows, "amin")
+    z = model(input_ids=ids[first], attention_mask=mask[first], logits_at=logits_at, vocab_slice=vocab).logits
+    return z[inverse]  # (R, P, end - start)
 
 
 def code_log_prob(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

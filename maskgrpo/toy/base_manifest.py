@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -122,6 +123,18 @@ def compare_bases(new: str | Path, shipped: str | Path) -> tuple[bool, list[str]
     recipe = old["recipe"]
     lines.append(f"  shipped recipe: commit {recipe['commit']}, {recipe['threads']} threads, torch {recipe['torch']}")
     return not differs, lines
+
+
+def git_commit() -> str:
+    """The short commit of the working directory's checkout, "+ (with uncommitted changes)" when tracked files differ
+    from it, or "unknown" outside git: what a recipe or a study row was made with."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def recipe_info(command: str, config: dict, commit: str, threads: int, pretrain_seconds: float, params: int) -> dict:

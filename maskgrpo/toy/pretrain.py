@@ -28,7 +28,7 @@ from maskgrpo.config import dump_config, load_config, to_dict
 from maskgrpo.config.schema import ToyPretrainRun
 from maskgrpo.errors import add_traceback_flag, one_line_errors
 from maskgrpo.models import LLaDAConfig, LLaDAModelLM
-from maskgrpo.toy.base_manifest import eval_numbers, recipe_info, write_manifest
+from maskgrpo.toy.base_manifest import eval_numbers, git_commit, recipe_info, write_manifest
 from maskgrpo.toy.evaluate import evaluate_shapes, write_eval
 from maskgrpo.toy.image_tokenizer import PatchTokenizer
 from maskgrpo.toy.text_tokenizer import WordTokenizer, shapes_layout
@@ -124,8 +124,6 @@ def pretrain(cfg: ToyPretrainRun, command: str) -> tuple[ShapesBackbone, dict]:
     summary["pretrain_seconds"] = round(train_s, 1)
     summary["params"] = n_params
     write_eval(summary, out, "base_eval")
-    from eval.toy_compare import git_commit
-
     recipe = recipe_info(command, to_dict(cfg), git_commit(), torch.get_num_threads(), summary["pretrain_seconds"],
                          n_params)  # fmt: skip
     write_manifest(out, recipe, eval_numbers(summary, to_dict(cfg.eval)))
