@@ -104,13 +104,11 @@ compare with the study's); ShapesEval with 24 images per held-out caption (864 i
 overall about 0.011 per evaluation) and no training-caption eval; the GenEval verdict of every rollout logged as a
 zero-weight reward (``reward/rollout_accuracy/mean``, the accuracy curve).
 
-Sizing, from a timed pilot on 2026-11-30 (one thread, the 2-core machine shared with other jobs, load ~8):
-HT-GRPO seed 0 at 32 images per caption took 656 s (212 s of RL phases, the rest its 1152-image evaluation and
-start-up), the base evaluation of 1152 images 281 s; MaskGRPO at the study's size took 573-736 s (457-599 s of RL).
-Scaled to 24 images (0.24-0.36 s per image there): HT-type runs ~500 s, MaskGRPO-type and A5 (not timed; taken as
-MaskGRPO) ~800 s, base evaluations ~210 s, so 6 methods x 5 seeds + 5 base evaluations ~ 20,600 run-seconds, ~2.9 h
-with 2 runs at a time on that shared machine; the same runs took about half as long on the unshared machine of the
-10-method study (MaskGRPO 312 s there vs ~640 s here), so ~1.5 h alone. Not run in full yet."""
+Sizing: a pilot on 2026-11-30 (HT-GRPO seed 0, one thread, machine shared, load ~8: 656 s at 32 images per caption)
+projected ~1.5 h alone. Measured in full on 2026-11-30, 2 runs at a time at one thread each on the 2-core machine:
+7 methods x 5 seeds + 5 base evaluations in 69 min (base evaluation ~86 s, HT-type runs 164-184 s, A5 230-239 s,
+MaskGRPO-type 248-285 s); the rerun of the five arms after the default reward changed to the graded verdict
+(25 runs, the rest reused: docs/evidence.md) in 38 min."""
 
 
 @dataclass(frozen=True)

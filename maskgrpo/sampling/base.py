@@ -149,8 +149,8 @@ def guided_code_logits(
     elementwise, so slicing first is exact. Identical rows are forwarded once (``distinct_row_logits``: at the first
     step every canvas is fully masked, so a prompt's G rollouts are one row, and all unconditional rows one more).
     Returns (B, N, K), float32 (the model's dtype if ``keep_model_dtype``, the upstream bf16 arithmetic of
-    ``probs_dtype: model``). Runs under ``torch.no_grad``: it serves rollouts and
-    eval; the trainer recomputes RL log-probs without CFG (method.md).
+    ``probs_dtype: model``). Runs under ``torch.no_grad``: it serves rollouts and eval; the trainer recomputes RL
+    log-probs without CFG (method.md).
     """
     b = batch.with_image(image_ids)
     rows = b.input_ids.shape[0]
@@ -181,10 +181,11 @@ def distinct_row_logits(
     """The model's logits for every row of ``ids`` (R, T) / ``mask`` (R, T), each distinct (ids, mask) row forwarded
     once and its logits given to all its copies: (R, P, end - start). The forward is row-wise (no row sees another),
     so this equals forwarding all R rows; on CPU bit for bit (tests/test_samplers.py). At a sampler's first step a
-    rollout batch of P prompts x G rollouts with CFG holds P + 1 distinct rows out of 2 P G."""
+    rollout batch of P prompts x G rollouts with CFG holds P + 1 distinct rows out of 2 P G, and a canvas that has
+    committed nothing yet stays shared at later steps (emerge commits few slots early)."""
     key = torch.cat([ids, mask.to(ids.dtype)], dim=1)  # (R, 2T)
     distinct, inverse = torch.unique(key, dim=0, return_inverse=True)  # (U, 2T), (R,)
-    if distinct.shape[0] == key.shape[0]:  # nothing repeats (every step after the first, in practice)
+    if distinct.shape[0] == key.shape[0]:  # nothing repeats: the usual case once the canvases differ
         return model(input_ids=ids, attention_mask=mask, logits_at=logits_at, vocab_slice=vocab).logits
     rows = torch.arange(key.shape[0], device=ids.device)
     first = torch.full((distinct.shape[0],), key.shape[0], device=ids.device).scatter_reduce(0, inverse, rows, "amin")
