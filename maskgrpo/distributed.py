@@ -88,7 +88,7 @@ def exit_with_launcher() -> None:
     if _watching or not sys.platform.startswith("linux"):
         return
     chain = [os.getpid(), os.getppid()]  # chain[i + 1] is the parent of chain[i]
-    while _is_launcher(chain[-1]) and (parent := _parent_of(chain[-1])) not in (None, 0, 1):
+    while _is_launcher(chain[-1]) and (parent := parent_of(chain[-1])) not in (None, 0, 1):
         chain.append(parent)
     if not _is_launcher(chain[-1]) and len(chain) > 2:
         chain.pop()  # the process above the outermost launcher (a shell, a scheduler) may come and go
@@ -109,7 +109,7 @@ def _watch(chain: tuple[int, ...]) -> None:
     while True:
         time.sleep(WATCH_PERIOD_S)
         for child, parent in zip(chain, chain[1:]):
-            now = os.getppid() if child == chain[0] else _parent_of(child)
+            now = os.getppid() if child == chain[0] else parent_of(child)
             if now is not None and now != parent:
                 _die(parent)
 
@@ -123,7 +123,7 @@ def _die(launcher: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _parent_of(pid: int) -> int | None:
+def parent_of(pid: int) -> int | None:
     """Parent pid from /proc/PID/stat (None if the process is gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[1])  # after "pid (comm) state": ppid
+from maskgrpo.distributed import parent_of  # the trainer's own /proc reader
 
 
 def children(pid: int) -> list[int]:
