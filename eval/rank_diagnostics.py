@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from eval.common import add_model_args, add_sampler_args, describe_model, load_backbone, sampler_config, sampler_record
+from maskgrpo.algo.equations import code_logprobs
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pure functions
@@ -115,11 +116,6 @@ def code_logits(model, batch, ids: torch.Tensor, attn: torch.Tensor) -> torch.Te
     return model(input_ids=ids, attention_mask=attn, logits_at=batch.image_positions, vocab_slice=vocab).logits.float()
 
 
-def gather_logp(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """log softmax(z)[x]: (B, N, K), (B, N) -> (B, N)."""
-    return torch.log_softmax(logits, -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
-
-
 def select_rows(batch, sel: torch.Tensor):
     """The rows ``sel`` (B,) bool or long of a T2IBatch."""
     keep = ("input_ids", "attention_mask", "uncond_ids", "uncond_mask")
@@ -144,7 +140,7 @@ def replay(model, rows, codes: torch.Tensor, commit_step: torch.Tensor, cfg_scal
         if cfg_scale > 0:  # MUSE-form CFG, as the samplers: (1 + w) z_cond - w z_uncond
             z = (1.0 + cfg_scale) * z_cond - cfg_scale * code_logits(model, sub, sub.uncond_ids, sub.uncond_mask)
         keep = at[sel]  # (b, N)
-        values = (code_entropy(z), gather_logp(z, codes[sel]), gather_logp(z_cond, codes[sel]))
+        values = (code_entropy(z), code_logprobs(z, codes[sel]), code_logprobs(z_cond, codes[sel]))
         for out, val in zip((entropy, guided_logp, true_logp), values):
             part = out[sel]
             part[keep] = val[keep]
@@ -156,8 +152,7 @@ def replay(model, rows, codes: torch.Tensor, commit_step: torch.Tensor, cfg_scal
 def context_logp(model, batch, input_ids: torch.Tensor, attn: torch.Tensor, rows: torch.Tensor,
                  codes: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """Conditional log pi(x | context) of every rollout's codes, reading rollout i from input row ``rows[i]``."""
-    logits = code_logits(model, batch, input_ids, attn)  # (R, N, K)
-    return gather_logp(logits[rows], codes)  # (B, N)
+    return code_logprobs(code_logits(model, batch, input_ids, attn), codes, rows)  # (R, N, K) -> (B, N)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ import sys
 
 import torch
 
+from eval.rank_diagnostics import code_logits
 from maskgrpo.algo.equations import code_logprobs
 from maskgrpo.backbones import BACKBONES
-from maskgrpo.layout import T2IBatch
 from maskgrpo.sampling import build_sampler
 
 
@@ -37,14 +37,6 @@ def rank_logp_stats(rank: torch.Tensor, logp: torch.Tensor, rho: float) -> dict[
     structural = rank <= math.floor(rho * rank.shape[1])
     return {"corr": float(corr.mean()), "logp_structural": float(x[structural].mean()),
             "logp_refine": float(x[~structural].mean())}  # fmt: skip
-
-
-@torch.no_grad()
-def fully_masked_logp(model: torch.nn.Module, batch: T2IBatch, codes: torch.Tensor) -> torch.Tensor:
-    """(B, N) log pi(code | x_M, c) over the image-code slice, conditional rows only (the trainer's log-probs)."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_at=batch.image_positions,
-                vocab_slice=(batch.code_offset, batch.code_offset + batch.codebook_size))  # fmt: skip
-    return code_logprobs(out.logits, codes)  # (B, N)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             out = sampler.sample(backbone.model, batch, torch.Generator().manual_seed(args.seed))
         rank = out.extras["rank"]  # (B, N)
-        for what, logp in (("x_M", fully_masked_logp(backbone.model, batch, out.codes)),
+        x_m = code_logits(backbone.model, batch, batch.input_ids, batch.attention_mask)  # (B, N, K), no CFG
+        for what, logp in (("x_M", code_logprobs(x_m, out.codes)),
                            ("at commit", out.logp_at_commit)):  # fmt: skip
             s = rank_logp_stats(rank, logp, args.structure_ratio)
             print(f"| {name} | {what} | {s['corr']:+.3f} | {s['logp_structural']:.3f} | {s['logp_refine']:.3f} |")

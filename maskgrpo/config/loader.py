@@ -299,6 +299,10 @@ def _check_range(f: dataclasses.Field, value: Any, key: str, val: _Val) -> None:
         for k, x in value.items():
             _check_range(f, x, f"{key}.{k}", val.value[k])
         return
+    if isinstance(value, (list, tuple)):  # a sequence of numbers (e.g. AdamW betas): every entry too
+        for i, x in enumerate(value):
+            _check_range(f, x, f"{key}[{i}]", val.value[i])
+        return
     src = val.src
     ge, gt, le, lt = bounds
     bad = (
