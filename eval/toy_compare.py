@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eval.compare import fmt_stats, jsonable_stats, load_run, mean_std, plot_curves
@@ -91,7 +91,9 @@ METHODS: dict[str, Method] = {m.label: m for m in (
 STUDY = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=8", "eval.train_prompts_per_tag=4"]
 """The study's size (on top of each method's toy config): 30 rounds of 4 prompts x 8 rollouts, mu = 8 (240
 optimizer steps, 960 rollouts per run); ShapesEval with 8 images per held-out caption and 4 training captions per
-tag. 10 methods x 3 seeds took 74 min on a 2-core machine (2 runs at a time)."""
+tag. 10 methods x 3 seeds took 41 min on the 2-core machine, 2 runs at a time at one thread each (2026-11-30,
+graded default, shipped base; HT-type runs 116-120 s, A5 169 s, MaskGRPO / UniGRPO 193-197 s, TraceGRPO 340 s;
+74 min on an earlier, busier day before the rollout dedupe)."""
 
 QUICK = ["rl.rounds=3", "prompts.per_round=4", "rl.group_size=4", "eval.samples_per_prompt=2",
          "eval.train_prompts_per_tag=1", "checkpoint.every=0", "log.image_every=0"]  # fmt: skip
@@ -120,10 +122,18 @@ class Plan:
     seeds: tuple[int, ...]
     out: str
     """Default output folder."""
+    references: dict[str, str] = field(default_factory=dict)
+    """Method label -> the method its paired difference is taken against in this plan (else ``Method.reference``)."""
 
+
+ABLATIONS = ("HT no credit", "HT single-stage", "HT two-stage", "HT revealed structure", "HT constant p=1",
+             "HT up schedule")  # fmt: skip
+"""The study's HT-GRPO ablations: there each one's paired difference is taken against HT-GRPO, as the paper's
+ablation table compares every variant with the full method."""
 
 PLANS: dict[str, Plan] = {
-    "study": Plan(tuple(list(METHODS)[:10]), tuple(STUDY), (0, 1, 2), "runs/toy_compare"),
+    "study": Plan(tuple(list(METHODS)[:10]), tuple(STUDY), (0, 1, 2), "runs/toy_compare",
+                  {label: "HT-GRPO" for label in ABLATIONS}),
     "focused": Plan(("MaskGRPO", "HT-GRPO", "MaskGRPO maskgit", "HT confidence ranks", "HT no credit",
                      "HT revealed structure", "MaskGRPO partial credit"), tuple(FOCUSED), (0, 1, 2, 3, 4),
                     "runs/toy_compare_focused"),
@@ -211,8 +221,10 @@ def study_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def collect(out: Path, methods: list[Method], seeds: list[int]) -> tuple[dict, dict]:
-    """Per-method numbers over seeds (table rows) and loaded runs (curves)."""
+def collect(out: Path, methods: list[Method], seeds: list[int], references: dict[str, str] | None = None
+            ) -> tuple[dict, dict]:  # fmt: skip
+    """Per-method numbers over seeds (table rows) and loaded runs (curves). ``references``: label -> the method its
+    paired difference is taken against, for the labels where that is not ``Method.reference`` (``Plan.references``)."""
 
     def load(d: Path, name: str) -> dict | None:
         f = d / name
@@ -248,13 +260,14 @@ def collect(out: Path, methods: list[Method], seeds: list[int]) -> tuple[dict, d
         keys = [k for k in PAIRED_KEYS if all(k in after(m.label, s) and k in base[s] for s in seeds)]
         rows[m.label]["vs_base"] = {k: ci_record(paired_t_interval([after(m.label, s)[k] - base[s][k] for s in seeds]))
                                     for k in keys}  # fmt: skip
-        if m.reference in labels and m.reference != m.label:
-            ref = {s: after(m.reference, s) for s in seeds}
+        reference = (references or {}).get(m.label, m.reference)
+        if reference in labels and reference != m.label:
+            ref = {s: after(reference, s) for s in seeds}
             rows[m.label]["vs_reference"] = {
                 k: ci_record(paired_t_interval([after(m.label, s)[k] - ref[s][k] for s in seeds])) for k in keys
             }
             rows[m.label]["paired"] = rows[m.label]["vs_reference"]["overall"]
-            rows[m.label]["reference"] = m.reference
+            rows[m.label]["reference"] = reference
     return rows, curves
 
 
@@ -342,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in pool.map(lambda j: (train_job(j), bar.update()), jobs):
             pass
 
-    rows, curves = collect(out, methods, seeds)
+    rows, curves = collect(out, methods, seeds, plan.references)
     table = study_table(rows)
     command = "python -m eval.toy_compare " + " ".join(argv if argv is not None else sys.argv[1:])
     commits = sorted({(out / slug(m.label) / f"seed{s}.commit").read_text().strip() for m in methods for s in seeds})

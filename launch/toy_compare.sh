@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The ShapesWorld comparison studies (CPU), same base / prompts / rollouts / optimizer steps for every method.
-#   bash launch/toy_compare.sh                 the 10-method study, 3 seeds (74 min measured on a 2-core machine;
+#   bash launch/toy_compare.sh                 the 10-method study, 3 seeds (41 min measured on the 2-core machine;
 #                                              runs/toy_compare/study.md and reward_curves.png)
 #   bash launch/toy_compare.sh --plan focused  issue 15's focused study: MaskGRPO, HT-GRPO, HT-GRPO with
 #                                              confidence-ordered ranks and its MaskGRPO twin (maskgit rollouts),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eval.study_stats import ci_record, fmt_interval, metric_curve, paired_t_interval, t975
-from eval.toy_compare import METHODS, PLANS, ROW_KEYS, main, paired_table, resolved_config, study_table
+from eval.toy_compare import METHODS, PLANS, ROW_KEYS, collect, main, paired_table, resolved_config, study_table
 
 
 def test_paired_t_interval_hand_computed():
@@ -103,3 +103,36 @@ def test_quick_focused_plan_pairs_the_twins_and_draws_accuracy_curves(toy_base_d
     assert (out / "accuracy_curves.png").stat().st_size > 0  # the zero-weight verdict monitor was logged
     cfg = (out / "ht_confidence_ranks" / "seed0" / "config.yaml").read_text()
     assert "maskgit" in cfg and "rollout_accuracy" in cfg
+
+
+def _fake_run(d: Path, overall: float) -> None:
+    """The files ``collect`` reads from a finished run: eval_after.json, metrics.jsonl and the .wall beside it."""
+    d.mkdir(parents=True)
+    (d / "eval_after.json").write_text(json.dumps({k: overall for k in ROW_KEYS}))
+    (d / "metrics.jsonl").write_text('{"round": 1, "reward/mean": 0.5, "perf/forwards_rollout": 10}\n')
+    (d.parent / f"{d.name}.wall").write_text("1.0\n")
+
+
+def test_study_plan_pairs_each_ablation_with_ht_grpo(tmp_path):
+    plan = PLANS["study"]
+    assert {m: plan.references.get(m, METHODS[m].reference) for m in plan.methods} == {
+        "MaskGRPO": "MaskGRPO", "UniGRPO": "MaskGRPO", "TraceGRPO": "MaskGRPO", "HT-GRPO": "MaskGRPO",
+        **{m: "HT-GRPO" for m in plan.methods[4:]}}  # fmt: skip
+    # overall per seed (0, 1): base 0.30 / 0.40, MaskGRPO 0.32 / 0.44, HT-GRPO 0.35 / 0.41, single-stage 0.31 / 0.43
+    values = {"base": (0.30, 0.40), "maskgrpo": (0.32, 0.44), "ht_grpo": (0.35, 0.41), "ht_single_stage": (0.31, 0.43)}
+    for s in (0, 1):
+        (tmp_path / "base" / f"seed{s}").mkdir(parents=True)
+        (tmp_path / "base" / f"seed{s}" / "eval_before.json").write_text(json.dumps({k: values["base"][s]
+                                                                                    for k in ROW_KEYS}))  # fmt: skip
+        for name in ("maskgrpo", "ht_grpo", "ht_single_stage"):
+            _fake_run(tmp_path / name / f"seed{s}", values[name][s])
+    methods = [METHODS[m] for m in ("MaskGRPO", "HT-GRPO", "HT single-stage")]
+    rows, _ = collect(tmp_path, methods, [0, 1], plan.references)
+    # single-stage - HT-GRPO per seed: -0.04, +0.02 -> mean -0.01; HT-GRPO - MaskGRPO: +0.03, -0.03 -> 0
+    assert rows["HT single-stage"]["reference"] == "HT-GRPO"
+    assert rows["HT single-stage"]["paired"]["mean"] == pytest.approx(-0.01)
+    assert rows["HT-GRPO"]["reference"] == "MaskGRPO" and rows["HT-GRPO"]["paired"]["mean"] == pytest.approx(0.0)
+    assert rows["HT single-stage"]["vs_base"]["overall"]["mean"] == pytest.approx(0.02)  # +0.01, +0.03
+    rows, _ = collect(tmp_path, methods, [0, 1])  # without the plan: every method's own reference
+    assert rows["HT single-stage"]["reference"] == "MaskGRPO"
+    assert rows["HT single-stage"]["paired"]["mean"] == pytest.approx(-0.01)  # -0.01, -0.01

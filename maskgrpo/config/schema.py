@@ -79,7 +79,7 @@ class PretrainConfig:
     """Optimizer steps of masked-token pretraining."""
     batch_size: int = field(default=32, metadata=rng(ge=1))
     """Images per step (rendered on the fly from training captions)."""
-    lr: float = field(default=1e-3, metadata=rng(gt=0.0, le=1.0))
+    lr: float = field(default=1e-3, metadata=rng(gt=0.0))
     """Peak AdamW learning rate (linear warmup, cosine decay to 10%)."""
     warmup_steps: int = field(default=100, metadata=rng(ge=0))
     """Linear warmup steps."""
@@ -190,9 +190,8 @@ class RewardEntry:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = field(default=3e-6, metadata=rng(gt=0.0, le=1.0))
-    """AdamW learning rate [MG configs/rl.yaml: 3e-6]; constant after warmup. Above 1 every step would move a weight
-    by more than 1 (Adam's step is about lr), so such a value is refused at load."""
+    lr: float = field(default=3e-6, metadata=rng(gt=0.0))
+    """AdamW learning rate [MG configs/rl.yaml: 3e-6]; constant after warmup."""
     warmup_steps: int = field(default=0, metadata=rng(ge=0))
     """Linear warmup over this many optimizer steps (inner updates)."""
     betas: tuple[float, float] = field(default=(0.9, 0.99), metadata=rng(ge=0.0, lt=1.0))
