@@ -93,7 +93,7 @@ STUDY = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=8", "ev
 optimizer steps, 960 rollouts per run); ShapesEval with 8 images per held-out caption and 4 training captions per
 tag. 10 methods x 3 seeds took 41 min on the 2-core machine, 2 runs at a time at one thread each (2026-11-30,
 graded default, shipped base; HT-type runs 116-120 s, A5 169 s, MaskGRPO / UniGRPO 193-197 s, TraceGRPO 340 s;
-74 min on an earlier, busier day before the rollout dedupe)."""
+the first table, at commit cd3dbc2 on the old base before the rollout dedupe, took 74 min)."""
 
 QUICK = ["rl.rounds=3", "prompts.per_round=4", "rl.group_size=4", "eval.samples_per_prompt=2",
          "eval.train_prompts_per_tag=1", "checkpoint.every=0", "log.image_every=0"]  # fmt: skip
