@@ -124,6 +124,9 @@ class Plan:
     """Default output folder."""
     references: dict[str, str] = field(default_factory=dict)
     """Method label -> the method its paired difference is taken against in this plan (else ``Method.reference``)."""
+    matched: dict[str, str] = field(default_factory=dict)
+    """Budget plans: method label -> the reference whose compute it is given (eval.budget_study.schedule: as many
+    rounds as the reference's forward-equivalents buy, from a 2-round pilot of each method). Empty: equal rounds."""
 
 
 ABLATIONS = ("HT no credit", "HT single-stage", "HT two-stage", "HT revealed structure", "HT constant p=1",
@@ -131,12 +134,24 @@ ABLATIONS = ("HT no credit", "HT single-stage", "HT two-stage", "HT revealed str
 """The study's HT-GRPO ablations: there each one's paired difference is taken against HT-GRPO, as the paper's
 ablation table compares every variant with the full method."""
 
+BUDGET = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=24", "eval.train_prompts_per_tag=0",
+          "backbone.path=assets/toy_base_compose"]  # fmt: skip
+"""The budget plan's size: MaskGRPO runs 30 rounds of 4 prompts x 8 rollouts (mu = 8) on the compose base; every
+other method runs as many rounds as that compute buys it; ShapesEval with 24 images per held-out caption at every
+budget point (eval.budget_study)."""
+BUDGET_PAIRS = {"HT-GRPO": "MaskGRPO", "HT no credit": "MaskGRPO", "HT revealed structure": "MaskGRPO",
+                "HT confidence ranks": "MaskGRPO maskgit"}  # fmt: skip
+"""Budget plan: each method -> the reference whose budget it gets and against which it is compared."""
+
 PLANS: dict[str, Plan] = {
     "study": Plan(tuple(list(METHODS)[:10]), tuple(STUDY), (0, 1, 2), "runs/toy_compare",
                   {label: "HT-GRPO" for label in ABLATIONS}),
     "focused": Plan(("MaskGRPO", "HT-GRPO", "MaskGRPO maskgit", "HT confidence ranks", "HT no credit",
                      "HT revealed structure", "MaskGRPO partial credit"), tuple(FOCUSED), (0, 1, 2, 3, 4),
                     "runs/toy_compare_focused"),
+    "budget": Plan(("MaskGRPO", "HT-GRPO", "HT no credit", "HT revealed structure", "MaskGRPO maskgit",
+                    "HT confidence ranks"), tuple(BUDGET), (0, 1, 2, 3, 4), "runs/toy_compare_budget",
+                   dict(BUDGET_PAIRS), dict(BUDGET_PAIRS)),
 }  # fmt: skip
 """``--plan`` name -> what it runs. ``study``: the 10-method comparison of the README; ``focused``: issue 15.3."""
 
@@ -183,6 +198,72 @@ def run_job(cmd: list[str], log: Path, threads: int) -> float:
     if rc != 0:
         raise RuntimeError(f"exit {rc}: {' '.join(cmd)} (see {log})")
     return time.perf_counter() - t0
+
+
+def pilot_rates(out: Path, methods: list[Method], overrides: list[str], py: str, threads: int, jobs: int
+                ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Forward-equivalents and wall seconds per round of each method (budget plans): a 2-round run at seed 0 without
+    evaluation under out/pilot/, kept in out/pilot.json (a rerun of the study reuses it)."""
+    from eval.budget_study import FE, SECONDS
+
+    f = out / "pilot.json"
+    rates = json.loads(f.read_text()) if f.is_file() else {}
+
+    def pilot(m: Method) -> tuple[str, dict[str, float]]:
+        d = out / "pilot" / slug(m.label)
+        pilot_only = ["rl.rounds=2", "eval=null", "checkpoint.every=0", "log.image_every=0", "run.seed=0"]
+        cmd = [py, "-m", "maskgrpo.train", "--config", m.config, *overrides, *m.overrides, *pilot_only,
+               f"run.output_dir={d}", "--overwrite"]  # fmt: skip
+        run_job(cmd, out / "pilot" / f"{slug(m.label)}.log", threads)
+        last = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()][-1]
+        return m.label, {"fe_per_round": last[FE] / 2, "seconds_per_round": last[SECONDS] / 2}
+
+    todo = [m for m in methods if m.label not in rates]
+    with ThreadPoolExecutor(jobs) as pool:
+        for label, rate in pool.map(pilot, todo):
+            rates[label] = rate
+            f.write_text(json.dumps(rates, indent=1))
+    return rates
+
+
+def budget_schedule(plan: Plan, methods: list[Method], rounds: int, rates: dict[str, dict]) -> dict[str, tuple]:
+    """Label -> (rounds, evaluation rounds): a matched method gets its reference's budget, any other method (the
+    references) ``rounds`` rounds; both are evaluated at the budget points of eval.budget_study.schedule."""
+    from eval.budget_study import schedule
+
+    out = {}
+    for m in methods:
+        ref = plan.matched.get(m.label, m.label)
+        fe_ref, fe = rates[ref]["fe_per_round"], rates[m.label]["fe_per_round"]
+        out[m.label] = schedule(rounds, fe_ref, fe)
+    return out
+
+
+def budget_report(out: Path, plan: Plan, methods: list[Method], seeds: list[int], rounds: int, base: str,
+                  sched: dict[str, tuple], rates: dict[str, dict]) -> str:  # fmt: skip
+    """budget.md / budget.json and the two figures (accuracy against compute, per-tag changes); returns the
+    markdown."""
+    from eval.budget_study import compare_pair, curve, pair_table, plot_accuracy_vs_budget, plot_tags, tag_table
+
+    curves = {m.label: {s: curve(out / slug(m.label) / f"seed{s}") for s in seeds} for m in methods}
+    results = {label: compare_pair(curves[label], curves[ref], rounds) for label, ref in plan.matched.items()
+               if label in curves and ref in curves}  # fmt: skip
+    refs = {label: plan.matched[label] for label in results}
+    plot_accuracy_vs_budget(curves, refs, base, out / "accuracy_vs_budget.png")
+    plot_tags(results, base, out / "per_tag_equal_budget.png")
+    sizes = "\n".join(f"| {label} | {rates[label]['fe_per_round']:.0f} | {rates[label]['seconds_per_round']:.1f} | "
+                      f"{r} | {', '.join(map(str, ev))} |" for label, (r, ev) in sched.items())  # fmt: skip
+    md = (f"Budget plan on {base}, seeds {seeds}: paired Δ held-out GenEval accuracy (method minus its reference, "
+          "mean and 95% t-interval over seeds).\n\n" + pair_table(results, refs)
+          + "\n\nPer tag, at the reference's full budget:\n\n" + tag_table(results, "equal_budget")
+          + "\n\nPer tag, at the reference's full number of rounds:\n\n" + tag_table(results, "equal_rounds")
+          + "\n\nSchedule (from the 2-round pilots; FE = forward-equivalents, a backward counted as two forwards):\n\n"
+          "| method | FE / round | wall s / round | rounds | evaluated after rounds |\n"
+          "| --- | ---: | ---: | ---: | --- |\n" + sizes + "\n")  # fmt: skip
+    (out / "budget.md").write_text(md)
+    (out / "budget.json").write_text(json.dumps({"seeds": seeds, "rounds": rounds, "base": base, "pilot": rates,
+                                                 "schedule": sched, "results": results}, indent=1))  # fmt: skip
+    return md
 
 
 def total_forwards(metrics: Path) -> int:
@@ -317,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. the base model's evaluation, once per eval seed
     cfg0 = resolved_config(methods[0], overrides)
+    sched: dict[str, tuple] = {}
+    if plan.matched:  # 0. budget plans: a pilot of every method sizes its rounds and evaluation points
+        rates = pilot_rates(out, methods, overrides, py, threads, args.jobs)
+        sched = budget_schedule(plan, methods, cfg0.rl.rounds, rates)
     base_jobs = [s for s in seeds if not (out / "base" / f"seed{s}" / "eval_before.json").is_file()]
     # 2. every (method, seed) run that has not finished, longest first so the pool packs well
     jobs = []
@@ -326,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
             if (d / "eval_after.json").is_file():
                 continue
             seeded = [f"run.seed={s}", f"eval.seed={BASE_SEED + s}", f"run.output_dir={d}", "run.wandb_mode=disabled"]
+            if m.label in sched:
+                rounds, evals = sched[m.label]
+                seeded += [f"rl.rounds={rounds}", f"eval.rounds=[{','.join(map(str, evals))}]"]
             cmd = [py, "-m", "maskgrpo.train", "--config", m.config, *overrides, *m.overrides, *seeded]
             if (d / "checkpoints").is_dir():
                 cmd.append("--resume")
@@ -376,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     if acc:
         plot_metric_curves(acc, out / "accuracy_curves.png", "GenEval accuracy of the rollouts", smooth=3)
     print(header + table + paired)
+    if plan.matched:
+        print("\n" + budget_report(out, plan, methods, seeds, cfg0.rl.rounds, str(cfg0.backbone.path), sched, rates))
+        print(f"wrote {out / 'budget.md'}, {out / 'accuracy_vs_budget.png'}, {out / 'per_tag_equal_budget.png'}")
     print(f"\nwrote {out / 'study.md'}, {out / 'study.json'}, {out / 'reward_curves.png'}")
     return 0
 
