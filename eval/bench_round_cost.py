@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,74 +28,37 @@ REPO = Path(__file__).resolve().parents[1]
 PHASES = ("rollout", "old_ref", "update")
 
 
-def device_sync(device: torch.device) -> None:
-    """Wait for queued GPU work so wall-clock phase times are real (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextmanager
-def timed_phase(trainer, name: str, out: dict) -> Iterator[None]:
-    """Time one phase into ``out[name + '_s']`` (wall, device-synchronised) and ``out[name + '_cpu_s']`` (CPU time
-    of this process: on a shared machine it does not count the time other jobs held the cores), counting its
-    forwards under ``name``. On CUDA
-    also ``name + '_start_bytes'`` (memory allocated when the phase starts) and ``name + '_peak_bytes'``
-    (``torch.cuda.max_memory_allocated``, reset at the start of the phase)."""
-    trainer.counter.phase = name
-    device_sync(trainer.device)
-    cuda = trainer.device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(trainer.device)
-        out[f"{name}_start_bytes"] = torch.cuda.memory_allocated(trainer.device)
-    t, c = time.perf_counter(), time.process_time()
-    yield
-    device_sync(trainer.device)
-    out[f"{name}_s"] = time.perf_counter() - t
-    out[f"{name}_cpu_s"] = time.process_time() - c
-    if cuda:
-        out[f"{name}_peak_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
-
-
-@contextmanager
-def timed_optimizer_steps(trainer, out: dict) -> Iterator[None]:
-    """Accumulate the seconds spent in ``engine.step`` (the optimizer step at each update's boundary) into
-    ``out['update_step_s']``; the rest of the update phase is forward + backward."""
-    engine, original = trainer.engine, trainer.engine.step
-    out["update_step_s"] = out["update_step_cpu_s"] = 0.0
-
-    def step(*args, **kwargs):
-        device_sync(trainer.device)
-        t, c = time.perf_counter(), time.process_time()
-        result = original(*args, **kwargs)
-        device_sync(trainer.device)
-        out["update_step_s"] += time.perf_counter() - t
-        out["update_step_cpu_s"] += time.process_time() - c
-        return result
-
-    engine.step = step
-    try:
-        yield
-    finally:
-        del engine.step  # the instance attribute shadowed the bound method
-
-
 def measure(trainer, rollouts, seq_len: int) -> dict:
-    """Context build + old/ref + mu inner updates of one round on given rollouts: seconds, forwards, tokens."""
-    trainer.rollouts = rollouts
+    """Plan + old/ref + mu inner updates of one round on given rollouts: seconds, forwards, tokens. Timed by the
+    trainer's own phase timer (maskgrpo.phases): ``optimizer`` is the optimizer steps inside ``update``."""
     adv = torch.randn(rollouts.num_rollouts, generator=torch.Generator().manual_seed(0)).to(trainer.device)
-    out: dict = {}
+    timer = trainer.timer
+    timer.take()
     trainer.counter.reset()
-    with timed_phase(trainer, "old_ref", out):
-        contexts = trainer.parts.context.build(rollouts, trainer.cfg.rl.num_inner_updates, trainer.gens["context"])
-        old, ref = trainer.old_and_ref_logp(contexts)
-    with timed_phase(trainer, "update", out), timed_optimizer_steps(trainer, out):
-        trainer.inner_updates(contexts, adv, old, ref)
+    with timer.phase("old_ref"):
+        plan = trainer.plan(rollouts)
+        forwards = trainer.forwards(plan, rollouts.num_rollouts)
+        old, ref = trainer.old_and_ref_logp(rollouts, plan, forwards)
+    with timer.phase("update"):
+        trainer.inner_updates(rollouts, plan, forwards, adv, old, ref)
+    out = phase_figures(timer, ("old_ref", "update", "optimizer"))
+    out["update_step_s"], out["update_step_cpu_s"] = out.pop("optimizer_s"), out.pop("optimizer_cpu_s")
     out["update_fwd_bwd_s"] = out["update_s"] - out["update_step_s"]
     out["update_fwd_bwd_cpu_s"] = out["update_cpu_s"] - out["update_step_cpu_s"]
     rows = dict(trainer.counter.rows)
     for phase in ("old_ref", "update"):
         out[f"{phase}_forwards"] = rows.get(phase, 0)
         out[f"{phase}_tokens"] = rows.get(phase, 0) * seq_len
+    return out
+
+
+def phase_figures(timer, names: tuple[str, ...]) -> dict:
+    """``<phase>_s`` (wall), ``<phase>_cpu_s`` (CPU time of this process: on a shared machine it does not count
+    the time other jobs held the cores) and, on CUDA, ``<phase>_start_bytes`` / ``<phase>_peak_bytes``."""
+    out = {}
+    for name in names:
+        out[f"{name}_s"], out[f"{name}_cpu_s"] = timer.wall[name], timer.cpu[name]
+    out.update({k: v for k, v in timer.memory.items() if k.rsplit("_", 2)[0] in names})
     return out
 
 
@@ -193,10 +153,11 @@ def main(argv: list[str] | None = None) -> dict:
     metas = ht.stream.take(0, args.prompts)
     rollout_runs, mg_runs, ht_runs = [], [], []
     for _ in range(args.repeats):
-        r: dict = {}
         ht.counter.reset()
-        with timed_phase(ht, "rollout", r):
+        ht.timer.take()
+        with ht.timer.phase("rollout"):
             rollouts = ht.rollout(metas)  # ranked rollouts; the baseline ignores the ranks
+        r = phase_figures(ht.timer, ("rollout",))
         seq = rollouts.prompts.input_ids.shape[1]
         r["rollout_forwards"] = ht.counter.rows["rollout"]
         r["rollout_tokens"] = r["rollout_forwards"] * seq

@@ -37,8 +37,9 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def add_model_args(ap: argparse.ArgumentParser) -> None:
-    """``--checkpoint DIR`` (a finished run) or ``--backbone NAME --model-path DIR`` (a base), plus dtype/device."""
+def add_model_args(ap: argparse.ArgumentParser, dtype_default: str = "float32") -> None:
+    """``--checkpoint DIR`` (a finished run) or ``--backbone NAME --model-path DIR`` (a base), plus dtype/device.
+    ``dtype_default`` "auto" (the benchmark generators): bfloat16 on a CUDA device, float32 on CPU."""
     g = ap.add_argument_group("model (either --checkpoint, or --backbone with --model-path)")
     g.add_argument("--checkpoint", default=None,
                    help="a finished run's final/ directory (backbone.json + adapter/ or model/), or the run "
@@ -47,7 +48,8 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--model-path", default=None, help="base model directory for --backbone")
     g.add_argument("--backbone-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra backbone loader option (repeatable; JSON-decoded when possible)")  # fmt: skip
-    g.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weight dtype (default float32)")
+    dtype_help = f"weight dtype; auto: bfloat16 on a GPU, float32 on CPU (default {dtype_default})"
+    g.add_argument("--dtype", default=dtype_default, choices=[*sorted(DTYPES), "auto"], help=dtype_help)
     g.add_argument("--device", default=None,
                    help="torch device; default cuda:LOCAL_RANK when CUDA is available, else cpu")  # fmt: skip
 
@@ -75,6 +77,14 @@ def default_device() -> str:
     return "cpu"
 
 
+def resolve_dtype(name: str, device: str | torch.device) -> str:
+    """``--dtype``'s value for ``device``: "auto" is bfloat16 on CUDA (an 8B model: half the memory and the bf16
+    tensor cores) and float32 elsewhere; other names as given."""
+    if name != "auto":
+        return name
+    return "bfloat16" if torch.device(device).type == "cuda" else "float32"
+
+
 def resolve_final_dir(checkpoint: str | Path) -> Path:
     """A run's ``final/`` directory from either itself or the run directory above it (error names both)."""
     d = Path(checkpoint)
@@ -93,8 +103,8 @@ def load_backbone(args: argparse.Namespace) -> Any:
     from maskgrpo.backbones.base import load_backbone as load_registered
     from maskgrpo.checkpoint import load_trained
 
-    dtype = DTYPES[args.dtype]
     device = args.device or default_device()
+    dtype = DTYPES[resolve_dtype(args.dtype, device)]
     if args.checkpoint and (args.backbone or args.model_path):
         raise SystemExit("error: give either --checkpoint or --backbone/--model-path, not both")
     if args.checkpoint:
@@ -109,11 +119,12 @@ def load_backbone(args: argparse.Namespace) -> Any:
 
 
 def describe_model(args: argparse.Namespace) -> dict[str, Any]:
-    """What was loaded, for the JSON records next to the outputs."""
+    """What was loaded and in which dtype, for the JSON records next to the outputs."""
+    dtype = resolve_dtype(args.dtype, args.device or default_device())
     if args.checkpoint:
-        return {"checkpoint": str(args.checkpoint)}
+        return {"checkpoint": str(args.checkpoint), "dtype": dtype}
     return {"backbone": args.backbone, "model_path": str(args.model_path),
-            "backbone_options": parse_key_values(args.backbone_option)}  # fmt: skip
+            "backbone_options": parse_key_values(args.backbone_option), "dtype": dtype}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -190,7 +201,7 @@ def generate_items(
     ``prompts_per_call == 1`` the images of a prompt depend only on (seed, index, model, sampler).
     ``on_done(index, images)`` receives (samples, H, W, 3) uint8 per prompt, in ``todo`` order.
     """
-    from maskgrpo.backbones import generate_codes
+    from maskgrpo.backbones.base import generate_codes
 
     device = next(backbone.model.parameters()).device
     for s in range(0, len(todo), prompts_per_call):

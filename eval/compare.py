@@ -6,7 +6,8 @@ Each run directory holds ``metrics.jsonl`` (one JSON object per round with ``rou
 
     compare.md           the markdown table that is also printed (one column per run or per label group)
     compare.json         the numbers behind it
-    reward_curves.png    reward/mean against round, one line per run; grouped: mean +/- std band over seeds
+    reward_curves.png    reward/mean against round, one line per run; grouped: mean +/- std band over seeds;
+                         the title names the runs' base (config.yaml backbone.path), the caption the band and n
     stage_metrics.png    HT-GRPO runs only: per round and stage (global / structure / refine), one panel per
                          ``stage/<stage>/<metric>`` (loss, clip fraction, ratio mean / max, k3 KL, support fraction,
                          mean credit weight, p): do the Structure updates move the policy more than the Refinement
@@ -25,10 +26,14 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 EVAL_KEYS: tuple[str, ...] = (*GENEVAL_TAGS, "overall", "partial_mean")
 """Evaluation rows, in table order."""
@@ -119,19 +124,41 @@ def markdown_table(labels: list[str], cols: list[dict], last: int) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(groups: dict[str, list[dict]], path: Path, smooth: int = 1) -> None:
-    """reward/mean against round: per group the mean over its runs with a +/- std band (eval.study_stats)."""
+def configured_base(run_dir: str | Path) -> str | None:
+    """``backbone.path`` of a run's ``config.yaml`` as configured (e.g. ``assets/toy_base``); None without one."""
+    f = Path(run_dir) / "config.yaml"
+    if not f.is_file():
+        return None
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(f.read_text())
+        return str(cfg["backbone"]["path"])
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        raise ValueError(f"{f}: no backbone.path in it ({type(e).__name__}: {e})") from e
+
+
+def bases_label(groups: dict[str, list[dict]]) -> str | None:
+    """The configured base(s) of every run of ``groups`` for a plot title; None when no run has a config.yaml."""
+    bases = sorted({b for runs in groups.values() for r in runs if (b := configured_base(r["dir"])) is not None})
+    return ", ".join(bases) if bases else None
+
+
+def plot_curves(groups: dict[str, list[dict]], path: Path, smooth: int = 1) -> Figure:
+    """reward/mean against round: per group the mean over its runs with a +/- std band (eval.study_stats), the
+    title naming the runs' base (config.yaml ``backbone.path``). Returns the (closed) Figure."""
     from eval.study_stats import plot_metric_curves
 
     curves = {label: [(r["rounds"], r["reward"]) for r in runs] for label, runs in groups.items()}
-    plot_metric_curves(curves, path, "reward/mean", smooth)
+    return plot_metric_curves(curves, path, "reward/mean", smooth, base=bases_label(groups),
+                              title="training reward/mean per round")  # fmt: skip
 
 
-def plot_stages(groups: dict[str, list[dict]], path: Path) -> bool:
+def stage_figure(groups: dict[str, list[dict]]) -> Figure | None:
     """One panel per stage metric, one line per (group, stage) against round (a group's runs averaged over the
-    rounds all of them reached). Returns False, writing nothing, when no run logged ``stage/*`` keys."""
+    rounds all of them reached); title with the runs' base, caption with n. None when no run logged ``stage/*``."""
     if not any(r["stage"] for runs in groups.values() for r in runs):
-        return False
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +166,7 @@ def plot_stages(groups: dict[str, list[dict]], path: Path) -> bool:
 
     colours = {"global": "tab:gray", "structure": "tab:blue", "refine": "tab:orange"}
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(2, 4, figsize=(15, 6.5), sharex=True)
+    fig, axes = plt.subplots(2, 4, figsize=(15, 6.8), sharex=True)
     for ax, metric in zip(axes.flat, STAGE_METRICS):
         for i, (label, runs) in enumerate(groups.items()):
             common = sorted(set.intersection(*(set(r["rounds"].tolist()) for r in runs)))
@@ -148,15 +175,31 @@ def plot_stages(groups: dict[str, list[dict]], path: Path) -> bool:
                 if not all(key in r["stage"] for r in runs):
                     continue
                 ys = np.stack([r["stage"][key][np.isin(r["rounds"], common)] for r in runs])  # (n_runs, R')
-                ax.plot(common, ys.mean(0), styles[i % len(styles)], color=colours[stage], label=f"{label}: {stage}")
+                ax.plot(common, ys.mean(0), styles[i % len(styles)], color=colours[stage],
+                        label=f"{label} (n={len(runs)}): {stage}")  # fmt: skip
         ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("round")
     legend = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}  # every (group, stage)
-    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 6), fontsize=8)
-    fig.suptitle("HT-GRPO per-stage metrics (stage/<stage>/<metric>, mean over each stage's updates per round)")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 6), fontsize=8,
+               bbox_to_anchor=(0.5, 0.03))  # fmt: skip
+    base = bases_label(groups)
+    fig.suptitle("HT-GRPO per-stage metrics (stage/<stage>/<metric>, mean over each stage's updates per round)"
+                 + (f", base {base}" if base else ""))  # fmt: skip
+    fig.text(0.5, 0.005, "Line: per round, the mean over a group's n runs (n in the legend); no band.", ha="center",
+             va="bottom", fontsize=8)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.1, 1, 0.96))
+    return fig
+
+
+def plot_stages(groups: dict[str, list[dict]], path: Path) -> bool:
+    """:func:`stage_figure` saved to ``path``. Returns False, writing nothing, when no run logged ``stage/*`` keys."""
+    fig = stage_figure(groups)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

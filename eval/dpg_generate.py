@@ -1,6 +1,6 @@
 """DPG-Bench image generation in ELLA's layout: ``python -m eval.dpg_generate --prompts dpg_bench.jsonl --outdir OUT``.
 
-Layout (benchmarks.md section 2)::
+Layout (docs/benchmarks.md section 2)::
 
     OUT/<item_id>.png     one per prompt (1065): a 2x2 grid of R x R tiles, sample j in row-major order, so the
                           scorer's crops (x, y) = (0, 0), (R, 0), (0, R), (R, R) are samples 0, 1, 2, 3
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--prompts", default=None, help="dpg_bench.jsonl ({'item_id', 'prompt'} per line)")
     ap.add_argument("--prompts-dir", default=None, help="ELLA's dpg_bench/prompts folder (<item_id>.txt files)")
     ap.add_argument("--outdir", required=True, help="image folder (only the PNGs go in it; OUT.json beside it)")
-    add_model_args(ap)
+    add_model_args(ap, dtype_default="auto")  # bf16 on GPUs
     add_sampler_args(ap)
     add_run_args(ap, samples=None)
     return ap

@@ -1,6 +1,6 @@
 """Summarize ELLA's DPG-Bench output: ``python -m eval.dpg_summary RESULTS_TXT [--csv CSV --detail DETAIL_TXT]``.
 
-Input: the ``--res-path`` file of ELLA's ``compute_dpg_bench.py`` (benchmarks.md section 2, "Output")::
+Input: the ``--res-path`` file of ELLA's ``compute_dpg_bench.py`` (docs/benchmarks.md section 2, "Output")::
 
     <image path>, <crop 1>, ..., <crop k>, <image mean>     one line per scored image, any order (all ranks)
     Model: <folder name>

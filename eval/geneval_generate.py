@@ -1,6 +1,6 @@
 """GenEval image generation in the official layout: ``python -m eval.geneval_generate --metadata FILE --outdir OUT``.
 
-Layout (benchmarks.md section 1), one folder per line of ``evaluation_metadata.jsonl`` (0-based line number)::
+Layout (docs/benchmarks.md section 1), one folder per line of ``evaluation_metadata.jsonl`` (0-based line number)::
 
     OUT/00000/metadata.jsonl      the metadata line itself (one JSON object; the evaluator reads it with json.load)
     OUT/00000/samples/0000.png    sample 0 ... samples/0003.png (4 per prompt)
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--metadata", required=True, help="GenEval evaluation_metadata.jsonl (553 lines)")
     ap.add_argument("--outdir", required=True, help="output folder (created; resumable)")
     ap.add_argument("--check", action="store_true", help="only report the layout of --outdir (no model needed)")
-    add_model_args(ap)
+    add_model_args(ap, dtype_default="auto")  # bf16 on GPUs
     add_sampler_args(ap)
     add_run_args(ap, samples=OFFICIAL_SAMPLES)
     return ap

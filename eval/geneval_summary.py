@@ -1,6 +1,6 @@
 """Summarize the official GenEval evaluator's ``results.jsonl``: ``python -m eval.geneval_summary RESULTS [--json]``.
 
-Computes what GenEval's ``evaluation/summary_scores.py`` computes (benchmarks.md section 1, "Summary")::
+Computes what GenEval's ``evaluation/summary_scores.py`` computes (docs/benchmarks.md section 1, "Summary")::
 
     images          = number of lines (one per image)
     prompts         = number of distinct ``metadata`` strings

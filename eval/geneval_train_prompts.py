@@ -4,7 +4,7 @@
 
 Writes N metadata lines in the format of GenEval's ``evaluation_metadata.jsonl`` (keys tag, include, [exclude],
 prompt; clause keys class, count, [color], [position]), usable as ``prompts.source`` of an RL run (docs/prompts.md).
-The six tags use the official templates (benchmarks.md section 1), over the 80 COCO classes and the 10 colours;
+The six tags use the official templates (docs/benchmarks.md section 1), over the 80 COCO classes and the 10 colours;
 colours never go on ``person``::
 
     single_object  a photo of a bench                      include [{bench, 1}]

@@ -1,27 +1,31 @@
-"""One-command GPU check at MMaDA's real shape: ``python -m eval.gpu_check [--blocks 16] [--out runs/gpu_check]``.
+"""One-command GPU check at MMaDA's real shape: ``bash launch/gpu_check.sh`` (``python -m eval.gpu_check``).
 
 Builds an MMaDA-shaped LLaDA from config with random weights (no hub access): the real vocabulary (134656), the real
-T2I layout (text window 257 + 1024 image slots + 2 = 1283 tokens), width 4096, 32 heads, MLP 12288, bf16, whole-block
-gradient checkpointing, LoRA r = 128 on the seven block linears, DeepSpeed ZeRO-2 on one rank; and a MAGVIT-v2 with
-the real architecture (random weights). On it, one round per method at the paper's shape per GPU (3 prompts, as
-configs/mmada_*.yaml give each of 8 GPUs; G = 9, mu = 8, 12 emerge steps, CFG 3.5): the HT-GRPO trainer samples the
-rollouts (ranked) and decodes them, then both methods run their old / reference pass and mu inner updates on the SAME
-rollouts. Per phase (rollout, decode, old_ref, update): seconds, images/s, tokens/s, model forwards and peak GPU
-memory (``torch.cuda.max_memory_allocated``, reset per phase); HT / MaskGRPO ratios; the largest micro-batch (in
-prompts per forward) each method fits; a bf16-vs-fp32 check of the policy log-probs on a short case.
+T2I layout at the configs' text window (513 + 1024 image slots + 2 = 1539 tokens), width 4096, 32 heads, MLP 12288,
+bf16, whole-block gradient checkpointing, LoRA r = 128 on the seven block linears, DeepSpeed ZeRO-2 on one rank; and
+a MAGVIT-v2 with the real architecture (random weights). On it, one round per method at the paper's shape per GPU
+(3 prompts, as configs/mmada_*.yaml give each of 8 GPUs; G = 9, mu = 8, 12 emerge steps, CFG 3.5): the HT-GRPO
+trainer samples the rollouts (ranked) and decodes them, then both methods run their old / reference pass and mu
+inner updates on the SAME rollouts. Per phase (rollout, decode, old_ref, update): seconds, images/s, tokens/s, model
+forwards and peak GPU memory (``torch.cuda.max_memory_allocated``, reset per phase); HT / MaskGRPO ratios; the
+largest micro-batch (in prompts per forward) each method fits; a bf16-vs-fp32 check of the policy log-probs on a
+short case.
 
 Depth: the round is run at two depths (``--small-blocks``, ``--blocks``) and every phase's seconds and memory are
 extrapolated linearly to the full 32 blocks (:func:`linear_extrapolate`). Sizing for <= 8 min on one H100 / H200:
-one block costs 2 x 218 M x 1283 + 4 x 1283^2 x 4096 = 0.59 TFLOP per row forward; a round pair (rollout 648 rows,
-MaskGRPO old/ref 432 rows + update 216 rows x 3 for forward, recompute and backward, HT-GRPO 6 + 24 x 3 rows) is
-about 1.06 PFLOP per block, 3.5 s at 300 TFLOP/s of bf16. 16 + 2 blocks are then about 65 s of model compute, so the
-default stays inside the budget with room for a throughput 4x below that assumption plus the fixed costs (four
-engine builds, decode, the bf16 check). After the small depth the run re-checks the budget (``--time-budget-s``) and
-lowers ``--blocks`` (never below 4) if the projected time would exceed it (:func:`choose_blocks`).
+one block costs 2 x 218 M x 1539 + 4 x 1539^2 x 4096 = 0.71 TFLOP per row forward; a round pair (rollout at most
+648 rows, MaskGRPO old/ref 432 rows + update 216 rows x 3 for forward, recompute and backward, HT-GRPO 6 + 24 x 3
+rows) is about 1.28 PFLOP per block, 4.3 s at 300 TFLOP/s of bf16. 16 + 2 blocks are then about 77 s of model
+compute, so the default stays inside the budget with room for a throughput 4x below that assumption plus the fixed
+costs (four engine builds, decode, the bf16 check). After the small depth the run re-checks the budget
+(``--time-budget-s``) and lowers ``--blocks`` (never below 4) if the projected time would exceed it
+(:func:`choose_blocks`).
 
-Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``. ``--device cpu --tiny`` runs the same code on a tiny
-width (64, 4 heads, MLP 128, text window 17, 4 x 4 codes, LoRA r = 8, a tiny MAGVIT-v2; depths 1 and 2) in under a
-minute; memory figures then read "skipped: no CUDA". Rewards are not part of the check (their servers run elsewhere).
+Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out`` (default ``runs/gpu_check``, where the GPU launchers'
+dry runs read the measured round time: ``maskgrpo/launch_time.py``; the JSON's ``workload`` is the shape it applies
+to). ``--device cpu --tiny`` runs the same code on a tiny width (64, 4 heads, MLP 128, text window 17, 4 x 4 codes,
+LoRA r = 8, a tiny MAGVIT-v2; depths 1 and 2) in under a minute; memory figures then read "skipped: no CUDA".
+Rewards are not part of the check (their servers run elsewhere).
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ from typing import Any
 import torch
 import yaml
 
-from eval.bench_round_cost import measure, timed_phase
+from eval.bench_round_cost import measure, phase_figures
 from maskgrpo.algo.equations import code_logprobs
 from maskgrpo.errors import RunError, add_traceback_flag, one_line_errors
+from maskgrpo.launch_time import allreduce_seconds, workload_of
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_BLOCKS = 32
@@ -60,7 +65,7 @@ BF16_CHECK_BLOCKS = 2
 
 @dataclass(frozen=True)
 class Shape:
-    """Sizes of the checked model (models.md 1.1, 2.2)."""
+    """Sizes of the checked model (docs/models.md 1.1, 2.2)."""
 
     d_model: int
     n_heads: int
@@ -73,10 +78,11 @@ class Shape:
     """MagvitV2Config fields; None = the released architecture (95,387,004 params)."""
 
 
-REAL = Shape(4096, 32, 12288, 134656, 257, 32, 128, None)
+REAL = Shape(4096, 32, 12288, 134656, 513, 32, 128, None)
+"""MMaDA-8B at the configs' text window (backbone.options.text_window: 513 in configs/mmada_*.yaml)."""
 TINY_VQ = {"ch": 32, "encoder_ch_mult": [1, 1, 2], "encoder_num_res_blocks": [1, 1, 1],
            "decoder_ch_mult": [1, 1, 2], "decoder_num_res_blocks": [1, 1, 1]}  # fmt: skip
-"""models.md 4 tiny MAGVIT-v2: 4x downsampling, real 13-bit codes."""
+"""docs/models.md 4 tiny MAGVIT-v2: 4x downsampling, real 13-bit codes."""
 TINY = Shape(64, 4, 128, 134656, 17, 4, 8, TINY_VQ)
 
 
@@ -90,13 +96,6 @@ def linear_extrapolate(x1: float, y1: float, x2: float, y2: float, x: float) -> 
     if x1 == x2:
         raise ValueError(f"two different depths are needed, got {x1} and {x2}")
     return y1 + (y2 - y1) * (x - x1) / (x2 - x1)
-
-
-def allreduce_seconds(grad_bytes: float, gpus: int, bus_gb_per_s: float) -> float:
-    """ZeRO-2 traffic of one optimizer step on a ring: reduce-scatter of the gradients + all-gather of the updated
-    parameters, each 2 (n - 1) / n x bytes / bus bandwidth overall... i.e. 2 x (n - 1) / n x grad_bytes / bw.
-    Test: 0.671 GB, 8 GPUs, 150 GB/s -> 2 x 0.875 x 0.671 / 150 = 7.83 ms."""
-    return 2 * (gpus - 1) / gpus * grad_bytes / (bus_gb_per_s * 1e9)
 
 
 def round_seconds_multi_gpu(phase_seconds: dict[str, float], steps: int, grad_bytes: float, gpus: int,
@@ -138,7 +137,7 @@ def choose_blocks(requested: int, small_blocks: int, small_seconds: float, elaps
 
 class HashTokenizer:
     """A stand-in for the LLaDA text tokenizer: each word -> a fixed id in [1000, 100000) (CRC32); ``len`` = the
-    image-code offset, as the real tokenizer's (models.md 2.1). Prompt content does not change any cost."""
+    image-code offset, as the real tokenizer's (docs/models.md 2.1). Prompt content does not change any cost."""
 
     unk_token_id = None  # byte-level: every word has ids (the trainer's unknown-word check finds none)
 
@@ -248,23 +247,25 @@ def run_depth(shape: Shape, blocks: int, device: torch.device, work: Path, promp
         tr = Trainer(cfg, resume=False)
         r: dict[str, Any] = {}
         if rollouts is None:
-            with timed_phase(tr, "rollout", r):
+            tr.timer.take()
+            with tr.timer.phase("rollout"):
                 rollouts = tr.rollout(tr.stream.take(0, len(PROMPTS)))
-            r["rollout_forwards"] = tr.counter.rows["rollout"]
-            with timed_phase(tr, "decode", r):
+            with tr.timer.phase("decode"):
                 images = tr.backbone.decode(rollouts.codes.cpu())
+            r.update(phase_figures(tr.timer, ("rollout", "decode")))
+            r["rollout_forwards"] = tr.counter.rows["rollout"]
             out["image_shape"] = list(images.shape[1:])
             out["seq_len"], out["rollouts"] = rollouts.prompts.input_ids.shape[1], rollouts.num_rollouts
             out["shared"] = {p: phase_stats(r, p, out["rollouts"], out["seq_len"], base, cuda)
                              for p in ("rollout", "decode")}  # fmt: skip
         r.update(measure(tr, rollouts, out["seq_len"]))
         stats = {p: phase_stats(r, p, out["rollouts"], out["seq_len"], base, cuda) for p in ("old_ref", "update")}
-        contexts = tr.parts.context.build(rollouts, 1, torch.Generator(device=device).manual_seed(0))
+        forwards = tr.forwards(tr.plan(rollouts), rollouts.num_rollouts)
         stats.update(update_step_s=r["update_step_s"], mu=tr.cfg.rl.num_inner_updates,
-                     prompts_per_forward=max(len(g.parts) for g in tr.forward_groups(contexts.inputs[0])),
+                     prompts_per_forward=max(len(g.parts) for g in forwards.groups[0]),
                      trainable_params=sum(p.numel() for p in tr.policy.parameters() if p.requires_grad))  # fmt: skip
         out[method] = stats
-        del tr, contexts
+        del tr, forwards
     return out
 
 
@@ -490,6 +491,8 @@ def run_check(args: argparse.Namespace) -> dict:
                                      measured_peak(main_run, m), args.tolerance) if cuda else NO_CUDA
                        for m in METHODS},
     }  # fmt: skip
+    cfg = run_config("htgrpo", shape, chosen, prompts_file, work / "plan", len(PROMPTS))
+    rep["workload"] = workload_of(cfg, "mmada", main_run["seq_len"], len(PROMPTS))  # what the dry run matches
     rep["seconds_total"] = time.perf_counter() - t0
     (out / "gpu_check.json").write_text(json.dumps(rep, indent=1))
     (out / "gpu_check.md").write_text(markdown(rep))

@@ -1,8 +1,9 @@
-"""Rank diagnostics: does the early-structure / late-refinement asymmetry HT-GRPO relies on exist? (issue 15.1)
+"""Rank diagnostics: does the early-structure / late-refinement asymmetry HT-GRPO relies on exist?
 
     python -m eval.rank_diagnostics (--checkpoint RUN | --backbone shapes --model-path DIR) --sampler emerge \
         [--steps 12 --cfg 3.5] [--prompts-per-tag 2 --samples 8] [--updates 8 --min-mask-rate 0.6] --out DIR
     python -m eval.rank_diagnostics --table A/rank_diagnostics.json B/rank_diagnostics.json   # markdown summary
+    python -m eval.rank_diagnostics --replot A/rank_diagnostics.json                      # redraw A/*.png
 
 Draws G rollouts per prompt (a tag-balanced pick of training captions) with the given sampler, ranks every token
 by generation order (rank 1 = first committed; ties within a step in a seeded random order, as HT-GRPO's
@@ -10,7 +11,7 @@ default), buckets ranks into ``--buckets`` equal parts (deciles) and measures pe
 
 - ``entropy``: H(p_s) in nats of the sampler's guided code distribution at the token's commit step (HT paper
   Prop. C.1: does uncertainty fall with rank?). Computed by replaying the trajectory: the state before step s
-  masks every slot with commit step >= s (models.md 3.4); ``replay_max_abs_logp_diff`` checks the replay
+  masks every slot with commit step >= s (docs/models.md 3.4); ``replay_max_abs_logp_diff`` checks the replay
   reproduces the sampler's own log p_s(x) at commit.
 - ``contamination``: MaskGRPO's random re-masking contexts (``random_remask``, mu updates, increasing ratio),
   per update and scored (re-masked) token: the fraction of its visible neighbours committed at a LATER sampler step
@@ -24,7 +25,8 @@ default), buckets ranks into ``--buckets`` equal parts (deciles) and measures pe
   ShapesWorld, the fraction of structural tokens (rank <= floor(rho N)) on object patches (any palette pixel)
   versus the fraction of all patches that show an object.
 
-Writes ``rank_diagnostics.json`` and ``rank_diagnostics.png`` (four panels) to ``--out``.
+Writes ``rank_diagnostics.json`` and ``rank_diagnostics.png`` (four panels; the heat map's colour bar is the mean
+rank) to ``--out``; ``--replot X.json`` redraws ``X.png`` from a saved record without sampling.
 """
 
 from __future__ import annotations
@@ -36,12 +38,26 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from eval.common import add_model_args, add_sampler_args, describe_model, load_backbone, sampler_config, sampler_record
+from eval.common import (
+    add_model_args,
+    add_sampler_args,
+    describe_model,
+    load_backbone,
+    resolve_final_dir,
+    sampler_config,
+    sampler_record,
+)
 from maskgrpo.algo.equations import code_logprobs
+from maskgrpo.errors import RunError, one_line_errors
+from maskgrpo.policy import code_logits
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pure functions
@@ -109,13 +125,6 @@ def object_slots(labels: np.ndarray, patch: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def code_logits(model, batch, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """(R, N, K) logits at the image slots over the code slice, for input rows ``ids`` (R, T)."""
-    vocab = (batch.code_offset, batch.code_offset + batch.codebook_size)
-    return model(input_ids=ids, attention_mask=attn, logits_at=batch.image_positions, vocab_slice=vocab).logits.float()
-
-
 def select_rows(batch, sel: torch.Tensor):
     """The rows ``sel`` (B,) bool or long of a T2IBatch."""
     keep = ("input_ids", "attention_mask", "uncond_ids", "uncond_mask")
@@ -135,10 +144,11 @@ def replay(model, rows, codes: torch.Tensor, commit_step: torch.Tensor, cfg_scal
         sel = at.any(1)  # (B,) rollouts that commit something at step s
         ids = torch.where(commit_step[sel] >= s, rows.mask_id, codes[sel] + rows.code_offset)  # (b, N)
         sub = select_rows(rows, sel).with_image(ids)
-        z_cond = code_logits(model, sub, sub.input_ids, sub.attention_mask)  # (b, N, K)
+        z_cond = code_logits(model, sub, sub.input_ids, sub.attention_mask).float()  # (b, N, K)
         z = z_cond
         if cfg_scale > 0:  # MUSE-form CFG, as the samplers: (1 + w) z_cond - w z_uncond
-            z = (1.0 + cfg_scale) * z_cond - cfg_scale * code_logits(model, sub, sub.uncond_ids, sub.uncond_mask)
+            z_uncond = code_logits(model, sub, sub.uncond_ids, sub.uncond_mask).float()
+            z = (1.0 + cfg_scale) * z_cond - cfg_scale * z_uncond
         keep = at[sel]  # (b, N)
         values = (code_entropy(z), code_logprobs(z, codes[sel]), code_logprobs(z_cond, codes[sel]))
         for out, val in zip((entropy, guided_logp, true_logp), values):
@@ -182,7 +192,7 @@ def diagnose_chunk(backbone, sampler, metas: list[dict], group: int, args, gen: 
     remask = []  # per update: (scored (B, N) bool, log pi under its context (B, N))
     for plan in ctx.updates:
         inp = ctx.inputs[plan.input_index]
-        remask.append((plan.support > 0, context_logp(model, prompts, inp.input_ids, inp.attention_mask, inp.rows,
+        remask.append((plan.scorable > 0, context_logp(model, prompts, inp.input_ids, inp.attention_mask, inp.rows,
                                                       codes)))  # fmt: skip
     return {"codes": codes.cpu(), "commit": commit.cpu(), "rank": rank.cpu(), "entropy": entropy,
             "replay_diff": float((guided - out.logp_at_commit.cpu()).abs().max()), "true": true, "full": full.cpu(),
@@ -259,35 +269,67 @@ def summarize(chunks: list[dict], backbone, num_buckets: int, structure_ratio: f
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def plot(res: dict, path: Path, title: str) -> None:
-    """Four panels: entropy, contamination, estimator gaps (per rank bucket) and the mean-rank grid."""
+def model_label(settings: dict) -> str:
+    """The model of a diagnostics record as the command named it: ``base DIR`` for ``--model-path DIR``,
+    ``checkpoint RUN (base DIR)`` for ``--checkpoint RUN`` (the base from the run's ``final/backbone.json``)."""
+    model = settings["model"]
+    if "checkpoint" in model:
+        return f"checkpoint {model['checkpoint']} (base {model.get('base') or 'not recorded'})"
+    return f"base {model.get('model_path')}"
+
+
+def plot_title(res: dict) -> str:
+    """Figure title: the model as given, the sampler and the sample counts of a diagnostics record."""
+    st, sampler = res["settings"], res["settings"]["sampler"]
+    return (f"Rank diagnostics, {model_label(st)}, sampler {sampler['name']} ({sampler['num_steps']} steps, CFG "
+            f"{sampler['cfg_scale']})\n{res['num_rollouts']} rollouts = {st['captions']} training captions x "
+            f"{st['samples']}, seed {st['seed']}; MaskGRPO re-masking: {st['updates']} updates, "
+            f"m_min {st['min_mask_rate']}")  # fmt: skip
+
+
+def plot(res: dict, path: Path, title: str) -> Figure:
+    """Four panels: entropy, contamination, estimator gaps (per rank bucket) and the mean-rank heat map with a
+    labelled colour bar. Saves a PNG to ``path``; returns the (closed) matplotlib Figure for inspection."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = np.arange(1, res["num_buckets"] + 1)
-    fig, ax = plt.subplots(1, 4, figsize=(17, 3.8))
+    n_b = res["num_buckets"]
+    x = np.arange(1, n_b + 1)
+    xlabel = f"rank bucket (1/{n_b} of the tokens each; 1 = first committed)"
+    fig, ax = plt.subplots(1, 4, figsize=(19, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 0.9]})
     ax[0].plot(x, res["entropy"], "o-")
-    ax[0].set(title="entropy of p_s at commit (nats)", xlabel="rank bucket (1 = first committed)")
+    ax[0].set(title="entropy of the sampler's p_s at commit", xlabel=xlabel, ylabel="entropy (nats)")
     for kind, vals in res["contamination"].items():
         if isinstance(vals, list) and not kind.endswith("per_update"):
             ax[1].plot(x, vals, "o-", label=f"{kind} visible tokens")
-    ax[1].set(title="random re-masking: visible tokens committed later", xlabel="rank bucket", ylim=(0, 1))
+    ax[1].set(title="random re-masking: visible tokens committed later", xlabel=xlabel, ylim=(0, 1),
+              ylabel="fraction of a scored token's visible tokens")  # fmt: skip
     ax[1].legend(fontsize=8)
     ax[2].plot(x, res["gap_fully_masked"], "o-", label="fully masked (HT-GRPO)")
     ax[2].plot(x, res["gap_random_remask"], "s-", label="random re-masking (MaskGRPO)")
-    ax[2].set(title="|log pi(x|C) - log pi(x|true state)|", xlabel="rank bucket")
+    ax[2].set(title="estimator gap |log pi(x|C) - log pi(x|true state)|", xlabel=xlabel, ylabel="mean gap (nats)")
     ax[2].legend(fontsize=8)
+    for a in ax[:3]:
+        a.set_xticks(x)
+        a.grid(alpha=0.3)
     grid = res["structure"]["mean_rank_grid"]
     if grid is not None:
+        side = len(grid)
         im = ax[3].imshow(np.array(grid), cmap="viridis")
-        fig.colorbar(im, ax=ax[3], fraction=0.046)
-    ax[3].set(title="mean rank per slot")
+        bar = fig.colorbar(im, ax=ax[3], fraction=0.046, pad=0.04)
+        bar.set_label(f"mean generation rank (1 = first, {res['num_tokens']} = last committed)")
+        ax[3].set(title=f"mean rank per token slot ({side} x {side} grid, {res['num_rollouts']} rollouts)",
+                  xlabel="slot column (left -> right)", ylabel="slot row (top -> bottom)")  # fmt: skip
+    else:
+        ax[3].set_axis_off()
+        ax[3].set_title("mean rank per slot: not a square grid")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return fig
 
 
 def table(records: dict[str, dict]) -> str:
@@ -312,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", nargs="+", default=None, metavar="JSON",
                     help="print a markdown table of these rank_diagnostics.json files and exit")  # fmt: skip
+    ap.add_argument("--replot", nargs="+", default=None, metavar="JSON",
+                    help="redraw the figure of these JSON files (X.json -> X.png beside it) and exit")  # fmt: skip
     add_model_args(ap)
     add_sampler_args(ap, sampler="emerge", steps=12, cfg=3.5)
     ap.add_argument("--prompts-per-tag", type=int, default=2, help="training captions per tag (default 2)")
@@ -326,6 +370,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         records = {str(Path(f).parent.name): json.loads(Path(f).read_text()) for f in args.table}
         print(table(records))
+        return 0
+    if args.replot:
+        for f in map(Path, args.replot):
+            try:
+                res = json.loads(f.read_text())
+                plot(res, f.with_suffix(".png"), plot_title(res))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise RunError(f"{f}: not a rank_diagnostics.json record ({type(e).__name__}: {e})") from e
+            print(f"wrote {f.with_suffix('.png')}")
         return 0
     if args.out is None:
         ap.error("--out is required")
@@ -349,19 +402,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"[rank_diagnostics] {min(s + args.prompts_per_chunk, len(metas))}/{len(metas)} captions", flush=True)
     res = summarize(chunks, backbone, args.buckets, args.structure_ratio)
-    res["settings"] = {"model": describe_model(args), "sampler": sampler_record(scfg), "seed": args.seed,
+    model = describe_model(args)
+    if args.checkpoint:  # the base the run was trained from, as its config named it
+        model["base"] = json.loads((resolve_final_dir(args.checkpoint) / "backbone.json").read_text()).get("path")
+    res["settings"] = {"model": model, "sampler": sampler_record(scfg), "seed": args.seed,
                        "prompts_per_tag": args.prompts_per_tag, "captions": len(metas), "samples": args.samples,
                        "updates": args.updates, "min_mask_rate": args.min_mask_rate,
                        "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rank_diagnostics.json").write_text(json.dumps(res, indent=1))
-    label = res["settings"]["model"].get("checkpoint") or res["settings"]["model"].get("model_path")
-    plot(res, out / "rank_diagnostics.png", f"{label}, sampler {scfg.name} ({res['num_rollouts']} rollouts)")
-    print(table({f"{label} / {scfg.name}": res}))
+    plot(res, out / "rank_diagnostics.png", plot_title(res))
+    print(table({f"{model_label(res['settings'])} / {scfg.name}": res}))
     print(f"wrote {out / 'rank_diagnostics.json'} and {out / 'rank_diagnostics.png'} ({res['settings']['seconds']} s)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with one_line_errors(show_traceback=False):  # a missing or malformed file: one line, exit 2
+        sys.exit(main())

@@ -23,9 +23,9 @@ import sys
 
 import torch
 
-from eval.rank_diagnostics import code_logits
 from maskgrpo.algo.equations import code_logprobs
 from maskgrpo.backbones import BACKBONES
+from maskgrpo.policy import code_logits
 from maskgrpo.sampling import build_sampler
 
 
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         sampler = RankedSampler(build_sampler(name, num_steps=args.steps, cfg_scale=args.cfg), "random")
         with torch.no_grad():
             out = sampler.sample(backbone.model, batch, torch.Generator().manual_seed(args.seed))
+            x_m = code_logits(backbone.model, batch, batch.input_ids, batch.attention_mask)  # (B, N, K), no CFG
         rank = out.extras["rank"]  # (B, N)
-        x_m = code_logits(backbone.model, batch, batch.input_ids, batch.attention_mask)  # (B, N, K), no CFG
         for what, logp in (("x_M", code_logprobs(x_m, out.codes)),
                            ("at commit", out.logp_at_commit)):  # fmt: skip
             s = rank_logp_stats(rank, logp, args.structure_ratio)

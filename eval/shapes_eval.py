@@ -6,12 +6,13 @@ writes, under ``--out`` (default: the run directory for ``--checkpoint``, the ba
 
     <name>.json              per-tag accuracy, overall (unweighted mean of the six tags), partial_mean, settings
     <name>.md                the GenEval-style table (also printed)
-    <name>_samples.png       the first sample of each prompt
-    <name>_<tag>.png         per tag: one row per prompt, its samples side by side (up to --grid-prompts rows)
+    <name>_samples.png       per tag, the first sample of up to 8 prompts: caption and pass/fail mark per tile
+    <name>_<tag>.png         per tag: one row per prompt (caption and pass count above it), its samples side by
+                             side, each with a pass/fail mark (up to --grid-prompts rows)
     <name>_<tag>.txt         the prompts of those rows and each sample's verdict (1 correct, 0 wrong)
 
 Defaults are MMaDA's README setting (MaskGIT, 15 steps, w = 3.5), 4 samples, seed 1234; the toy configs' own
-evaluation is ``--sampler emerge --steps 12 --cfg 3.5 --samples 16 --train-prompts-per-tag 6``. Keep the seed fixed
+evaluation is ``--sampler emerge --steps 12 --cfg 3.5 --samples 16 --train-prompts-per-tag 3``. Keep the seed fixed
 so a base and a trained model see the same noise. A base model: ``--backbone shapes --model-path assets/toy_base``.
 """
 
@@ -39,17 +40,20 @@ from maskgrpo.toy.evaluate import eval_prompt_sets, evaluate_shapes, sample_grid
 
 def write_tag_grids(summary: dict, out: Path, name: str, samples: int, max_prompts: int) -> list[Path]:
     """``<name>_<tag>.png`` + ``.txt`` per tag from ``evaluate_shapes``'s ``_images`` / ``_metas`` / ``_correct``
-    (prompt-major: the ``samples`` images of a prompt are consecutive). Returns the PNG paths."""
-    images, metas, correct = summary["_images"], summary["_metas"], summary["_correct"]
+    (prompt-major: the ``samples`` images of a prompt are consecutive). PNG: one row per prompt under a header with
+    its caption and pass count, every sample with its pass/fail mark (``sample_grid``). Returns the PNG paths."""
+    metas, correct = summary["_metas"], summary["_correct"]
+    texts = [f"sample {i % samples + 1}" for i in range(len(metas))]
     written = []
     for tag in GENEVAL_TAGS:
         rows = [i for i in range(0, len(metas), samples) if metas[i]["tag"] == tag][:max_prompts]
         if not rows:
             continue
-        idx = [i + j for i in rows for j in range(samples)]
-        png = out / f"{name}_{tag}.png"
-        sample_grid(images[idx], columns=samples, scale=4).save(png)
         verdicts = ["".join("1" if correct[i + j] else "0" for j in range(samples)) for i in rows]
+        sections = [(f"{v.count('1')}/{samples} pass: {metas[i]['prompt']}", list(range(i, i + samples)))
+                    for v, i in zip(verdicts, rows)]  # fmt: skip
+        png = out / f"{name}_{tag}.png"
+        sample_grid(summary, sections, texts, columns=samples, scale=4, lines=1).save(png)
         (out / f"{name}_{tag}.txt").write_text("".join(f"{v}  {metas[i]['prompt']}\n" for v, i in zip(verdicts, rows)))
         written.append(png)
     return written

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
@@ -66,31 +70,74 @@ def metric_curve(metrics: Path, key: str) -> tuple[np.ndarray, np.ndarray] | Non
     return np.array(rounds), np.array([by_round[r] for r in rounds])
 
 
+def band_caption(counts: list[int], smooth: int = 1) -> str:
+    """The sentence under a curve plot: what a line and its band are, and n (runs per line)."""
+    avg = f"; curves are {smooth}-round moving averages" if smooth > 1 else ""
+    if max(counts) == 1:
+        return f"One run per line (n = 1), no band{avg}."
+    n = f"n = {counts[0]} runs (seeds) per line" if len(set(counts)) == 1 else "n runs (seeds) per line in the legend"
+    return (f"Line: the mean over a line's runs; band: ±1 sample SD over them (ddof = 1; none where n = 1); "
+            f"{n}{avg}.")  # fmt: skip
+
+
+def mean_curve(runs: list[tuple[np.ndarray, np.ndarray]], smooth: int = 1) -> tuple[np.ndarray, ...]:
+    """(x, mean, std) over ``runs`` on the rounds they share, after a ``smooth``-round moving average (std is 0 for
+    one run)."""
+    common = sorted(set.intersection(*(set(r.tolist()) for r, _ in runs)))
+    ys = np.stack([v[np.isin(r, common)] for r, v in runs])  # (n_runs, R)
+    if smooth > 1 and ys.shape[1] >= smooth:
+        ys = np.stack([np.convolve(y, np.ones(smooth) / smooth, mode="valid") for y in ys])
+    x = np.array(common)[len(common) - ys.shape[1] :]
+    return x, ys.mean(0), ys.std(0, ddof=1) if len(runs) > 1 else np.zeros(ys.shape[1])
+
+
+OVERLAY_MAX = 3
+"""Up to this many groups share one axis; more get one panel each (small multiples, shared axes)."""
+
+
 def plot_metric_curves(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path, ylabel: str,
-                       smooth: int = 1) -> None:  # fmt: skip
-    """One line per group: the mean over its runs (rounds they share), a +/- std band, moving average ``smooth``."""
+                       smooth: int = 1, base: str | None = None, title: str | None = None) -> Figure:  # fmt: skip
+    """Per group: the mean over its runs (rounds they share), a +/- std band, moving average ``smooth``. Up to
+    ``OVERLAY_MAX`` groups on one axis; more as small multiples with shared axes, one panel per group, each with the
+    first group's mean as a dashed grey reference line.
+
+    The title names ``title`` (default: ``ylabel`` per round) and ``base`` (the runs' ``backbone.path`` as
+    configured, e.g. ``assets/toy_base``); the caption under the axes says what the band is and n. Saves a PNG to
+    ``path`` and returns the (closed) matplotlib Figure.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kernel = np.ones(smooth) / smooth
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, runs in groups.items():
-        common = sorted(set.intersection(*(set(r.tolist()) for r, _ in runs)))
-        ys = np.stack([v[np.isin(r, common)] for r, v in runs])  # (n_runs, R)
-        if smooth > 1 and ys.shape[1] >= smooth:
-            ys = np.stack([np.convolve(y, kernel, mode="valid") for y in ys])
-        x = np.array(common)[len(common) - ys.shape[1] :]
-        mean = ys.mean(0)
-        (line,) = ax.plot(x, mean, label=f"{label} (n={len(runs)})")
-        if len(runs) > 1:
-            std = ys.std(0, ddof=1)
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.set(xlabel="round", ylabel=ylabel + (f" (moving average {smooth})" if smooth > 1 else ""))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    labels = list(groups)
+    panels = [labels] if len(labels) <= OVERLAY_MAX else [[label] for label in labels]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5, 4.8) if len(panels) == 1 else (3.6 * cols, 2.9 * rows + 0.8),
+                             sharex=True, sharey=True, squeeze=False)  # fmt: skip
+    reference = mean_curve(groups[labels[0]], smooth)
+    for ax, members in zip(axes.flat, panels):
+        if len(panels) > 1 and members[0] != labels[0]:
+            ax.plot(reference[0], reference[1], color="0.55", ls="--", lw=1, label=f"{labels[0]} (mean)")
+        for label in members:
+            x, mean, std = mean_curve(groups[label], smooth)
+            (line,) = ax.plot(x, mean, label=f"{label} (n={len(groups[label])})")
+            if len(groups[label]) > 1:
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7 if len(panels) > 1 else 8)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("round")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel + (f" (moving average {smooth})" if smooth > 1 else ""), fontsize=8)
+    fig.suptitle((title or f"{ylabel} per round") + (f"\nbase {base}" if base else ""), fontsize=10)
+    fig.text(0.5, 0.01, band_caption([len(r) for r in groups.values()], smooth), ha="center", va="bottom",
+             fontsize=8, wrap=True)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig

@@ -8,11 +8,12 @@ sampler noise before and after.
     python -m eval.toy_compare [--plan study|focused] [--quick] [--seeds 0 1 2] [--jobs 2] [--threads N]
                                [--methods NAME ...] [--out DIR] [KEY=VALUE ...]
 
-Plans (``PLANS``): ``study`` (default) is the 10-method study below; ``focused`` is the higher-powered study of
-issue 15: MaskGRPO, HT-GRPO (emerge ranks), HT-GRPO with confidence-ordered ranks and its MaskGRPO twin on the same
-(maskgit) sampler, HT no credit and the A5 context, 5 seeds, more eval images per caption, a paired difference vs
-each method's reference with a 95% t-interval over seeds, and reward and rollout-accuracy curves; its sizing and
-the pilot it came from are recorded in ``FOCUSED``'s docstring.
+Plans (``PLANS``): ``study`` (default) is the 10-method study below; ``focused`` is the higher-powered study:
+MaskGRPO, HT-GRPO (emerge ranks), HT-GRPO with confidence-ordered ranks and its MaskGRPO twin on the same (maskgit)
+sampler, HT no credit and the A5 context, 5 seeds, more eval images per caption, a paired difference vs each
+method's reference with a 95% t-interval over seeds, and reward and rollout-accuracy curves; its sizing and the
+pilot it came from are recorded in ``FOCUSED``'s docstring. ``budget`` gives every method MaskGRPO's compute on the
+compose base and compares accuracy against compute (eval/budget_study.py).
 
 Writes under ``--out`` (default runs/toy_compare, or runs/toy_compare_quick):
 
@@ -80,7 +81,7 @@ METHODS: dict[str, Method] = {m.label: m for m in (
            ("rollout.name=maskgit",), 2),
     Method("HT confidence ranks", "configs/ablations/ranks_confidence.yaml", "HT-GRPO, maskgit rollouts: ranks "
            "follow confidence", reference="MaskGRPO maskgit"),
-    # focused plan, the reward choice (issue 15.2): MaskGRPO trained on partial credit (the default before
+    # focused plan, the reward choice: MaskGRPO trained on partial credit (the default before
     # 2026-11-30), paired with MaskGRPO on the graded default; cost 1 so it runs last
     Method("MaskGRPO partial credit", "configs/toy_maskgrpo.yaml", "MaskGRPO trained on shapes_geneval (partial "
            "credit; the graded verdict logged at weight 0)", ("rewards.shapes_geneval.weight=1.0",
@@ -153,7 +154,7 @@ PLANS: dict[str, Plan] = {
                     "HT confidence ranks"), tuple(BUDGET), (0, 1, 2, 3, 4), "runs/toy_compare_budget",
                    dict(BUDGET_PAIRS), dict(BUDGET_PAIRS)),
 }  # fmt: skip
-"""``--plan`` name -> what it runs. ``study``: the 10-method comparison of the README; ``focused``: issue 15.3."""
+"""``--plan`` name -> what it runs: ``study`` (10 methods), ``focused`` (the powered comparison), ``budget``."""
 
 EVAL_KEYS = (*GENEVAL_TAGS, "overall")
 ROW_KEYS = (*EVAL_KEYS, "partial_mean")  # partial_mean: the clipped partial credit, i.e. the RL reward, held out
@@ -462,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
            for m in methods}  # fmt: skip
     acc = {label: runs for label, runs in acc.items() if all(r is not None for r in runs)}
     if acc:
-        plot_metric_curves(acc, out / "accuracy_curves.png", "GenEval accuracy of the rollouts", smooth=3)
+        plot_metric_curves(acc, out / "accuracy_curves.png", "GenEval accuracy of the rollouts", smooth=3,
+                           base=str(cfg0.backbone.path))
     print(header + table + paired)
     if plan.matched:
         print("\n" + budget_report(out, plan, methods, seeds, cfg0.rl.rounds, str(cfg0.backbone.path), sched, rates))

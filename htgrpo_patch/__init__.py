@@ -1,4 +1,4 @@
-"""HT-GRPO as a thin patch over the MaskGRPO baseline (method.md section 3).
+"""HT-GRPO as a thin patch over the MaskGRPO baseline (docs/method.md section 3).
 
 Importing this package registers three components into the baseline's registries and the ``htgrpo`` preset:
 

@@ -1,6 +1,6 @@
-"""HT-GRPO options (``patch_options:`` when ``patch: htgrpo``), method.md section 3.
+"""HT-GRPO options (``patch_options:`` when ``patch: htgrpo``), docs/method.md section 3.
 
-Each default is marked as in method.md: stated (the paper fixes it), inferred (our reading) or unknown (value
+Each default is marked as in docs/method.md: stated (the paper fixes it), inferred (our reading) or unknown (value
 stripped from the public text; chosen here and exposed). This dataclass is the one place the defaults live: a
 component built without the preset's options (e.g. ``rl.context: revealed_structure`` alone) takes them from
 :func:`options_or_defaults`.

@@ -1,5 +1,6 @@
 """Differs from the baseline ``random_remask`` context in: the context is the fully masked canvas x_M with the
-prompt, for every token, update and rollout (method.md 3.5, Eq. 9/19/24).
+prompt, for every token, update and rollout (docs/method.md 3.5, Eq. 9/19/24), so every token may be scored in every
+update; which of them train is the staged loss's choice (``htgrpo_patch.loss``, the round's plan).
 
 The model input then depends on the prompt only, so all G rollouts of a prompt share ONE input row: old and
 reference log-probs take one no-grad forward per unique prompt per round, and each inner update one forward per
@@ -21,8 +22,8 @@ import torch
 
 from htgrpo_patch.config import HTGRPOOptions, options_or_defaults
 from htgrpo_patch.equations import stage_token_sets
-from maskgrpo.algo.contexts import CONTEXTS
-from maskgrpo.algo.types import ModelInput, Rollouts, RoundContexts, UpdatePlan
+from maskgrpo.algo.types import ContextUpdate, ModelInput, Rollouts, RoundContexts
+from maskgrpo.catalog import CONTEXTS
 
 
 class FullyMasked:
@@ -30,7 +31,7 @@ class FullyMasked:
         p = rollouts.prompts  # (P, T) rows, image slots already masked: exactly x_M with the prompt
         every = torch.ones(rollouts.codes.shape, device=rollouts.codes.device)  # (B, N) all image tokens
         inp = ModelInput(p.input_ids, p.attention_mask, rollouts.prompt_of_rollout())
-        return RoundContexts([inp], [UpdatePlan(0, every) for _ in range(num_updates)])
+        return RoundContexts([inp], [ContextUpdate(0, every) for _ in range(num_updates)])
 
 
 class RevealedStructure:
@@ -53,7 +54,7 @@ class RevealedStructure:
         own = p.input_ids.shape[0] + torch.arange(rollouts.num_rollouts, device=ids.device)  # (B,) row P + i
         rows = torch.where(structure, prompt[:, None], own[:, None])  # (B, N) per-token row
         every = torch.ones(rollouts.codes.shape, device=rollouts.codes.device)
-        return RoundContexts([ModelInput(ids, attn, rows)], [UpdatePlan(0, every) for _ in range(num_updates)])
+        return RoundContexts([ModelInput(ids, attn, rows)], [ContextUpdate(0, every) for _ in range(num_updates)])
 
 
 @CONTEXTS.register("fully_masked")

@@ -1,4 +1,4 @@
-"""HT-GRPO equations [HT] (method.md section 3), one pure function each.
+"""HT-GRPO equations [HT] (docs/method.md section 3), one pure function each.
 
 Notation: L = ``num_image_tokens``, r_i^k = ``rank[i, k]`` (1 = first committed), rho = ``structure_ratio``,
 K = floor(rho * L), w_s / w_r = ``weight_structure`` / ``weight_refine``, mu_g:mu_s:mu_r = stage budgets,
@@ -70,7 +70,7 @@ def subset_rate(j: int, mu_stage: int, p_max: float, p_min: float, schedule: str
 
 
 def draw_subset(stage_set: torch.Tensor, p: float, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """Support set S (method.md 3.4): a random subset of ``stage_set`` (B, L) bool; a fresh draw each update.
+    """Support set S (docs/method.md 3.4): a random subset of ``stage_set`` (B, L) bool; a fresh draw each update.
 
     'bernoulli': each member kept independently with probability p. 'fixed_size': per row, a uniformly random
     subset of size ceil(p * |T_stage|). Returns (B, L) bool, always inside stage_set; p = 1 returns stage_set.
@@ -92,8 +92,3 @@ def credit_weights(rank: torch.Tensor, structure_ratio: float, w_s: float, w_r: 
     """
     structure, _ = stage_token_sets(rank, structure_ratio)
     return torch.where(structure, torch.tensor(w_s), torch.tensor(w_r)).float()
-
-
-def weighted_advantage(advantages: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """A_hat_i^k = w_i^k * A_i [HT] (Eq. 10). advantages (B,), weights (B, L) -> (B, L). KL stays unweighted."""
-    return weights * advantages[:, None]

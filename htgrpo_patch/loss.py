@@ -1,6 +1,7 @@
-"""Differs from the baseline ``grpo`` loss in: the support set is a random subset of the active stage's tokens
-(Global -> Structure -> Refinement, Eq. 6-8) and the advantage is credit-weighted per token, A_hat = w * A
-(Eq. 10); the KL term is unweighted and the aggregation is the baseline's (method.md 3.7, Eq. 11).
+"""Differs from the baseline ``grpo`` loss in its plan: in inner update m the support set is a random subset of the
+active stage's tokens (Global -> Structure -> Refinement, Eq. 6-8) and every token's advantage is credit-weighted,
+A_hat = w * A (Eq. 10). The per-token surrogate, the unweighted KL term and the aggregation are the baseline's
+(docs/method.md 3.7, Eq. 11), so the whole difference is data in the round's plan (``maskgrpo.algo.plan``).
 
 Metrics: the baseline's ``policy/*`` over the support set, plus ``stage/<stage>/*`` (global, structure, refine)
 reported only by the updates of that stage, so the trainer's per-round average of a key is over that stage's
@@ -24,49 +25,54 @@ from htgrpo_patch.equations import (
     stage_of_update,
     stage_token_sets,
     subset_rate,
-    weighted_advantage,
 )
-from maskgrpo.algo.equations import token_loss
-from maskgrpo.algo.losses import AGGREGATIONS, LOSSES, POLICY_REDUCTIONS, policy_metrics
-from maskgrpo.algo.types import LossInputs
+from maskgrpo.algo.losses import POLICY_REDUCTIONS, GRPOLoss
+from maskgrpo.algo.plan import RoundPlan, UpdatePlan
+from maskgrpo.algo.types import LossInputs, Rollouts, RoundContexts
+from maskgrpo.catalog import LOSSES
 
 
-def stage_metrics(stage: str, policy: dict[str, torch.Tensor], loss: torch.Tensor, weights: torch.Tensor,
-                  support: torch.Tensor, p: float) -> dict[str, torch.Tensor]:  # fmt: skip
+def stage_metrics(x: LossInputs, policy: dict[str, torch.Tensor], loss: torch.Tensor) -> dict[str, torch.Tensor]:
     """``stage/<stage>/*`` of one micro-batch: the policy metrics renamed, the loss, mean weight over S and p."""
-    s = support > 0  # (b, N)
-    out = {f"stage/{stage}/{k.split('/', 1)[1]}": v for k, v in policy.items()}
-    out[f"stage/{stage}/loss"] = loss.detach()
-    out[f"stage/{stage}/mean_weight"] = (weights * s).sum() / s.sum().clamp(min=1)
-    out[f"stage/{stage}/p"] = torch.tensor(p)
+    s = x.support > 0  # (b, N)
+    out = {f"stage/{x.stage}/{k.split('/', 1)[1]}": v for k, v in policy.items()}
+    out[f"stage/{x.stage}/loss"] = loss.detach()
+    out[f"stage/{x.stage}/mean_weight"] = (x.weight * s).sum() / s.sum().clamp(min=1)
+    out[f"stage/{x.stage}/p"] = torch.tensor(x.rate)
     return out
 
 
-class StagedCreditLoss:
+class StagedCreditLoss(GRPOLoss):
     def __init__(self, clip_eps: float, kl_beta: float, aggregation: str, options: HTGRPOOptions) -> None:
-        self.clip_eps, self.kl_beta, self.aggregate = clip_eps, kl_beta, AGGREGATIONS[aggregation]
+        super().__init__(clip_eps, kl_beta, aggregation)
         self.o = options
         stage_max = {f"stage/{s}/{k.split('/', 1)[1]}": r for s in STAGES for k, r in POLICY_REDUCTIONS.items()}
         self.reductions = {**POLICY_REDUCTIONS, **stage_max}  # ratio_max reduces by max, the rest by mean
 
-    def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def plan(self, rollouts: Rollouts, contexts: RoundContexts, generator: torch.Generator) -> RoundPlan:
+        """Update m: stage (Eq. 6), its token set (Eq. 7), a fresh subset at rate p (Eq. 8) of the tokens the
+        context may score, and the credit weights (Eq. 10), the same for every update."""
         o = self.o
-        if "rank" not in x.extras:
+        if "rank" not in rollouts.extras:
             raise ValueError("loss ht_staged needs generation ranks: use rl.sampler_wrapper: ranked")
-        if x.num_updates != sum(o.budgets):
-            raise ValueError(f"patch_options.budgets {o.budgets} must sum to rl.num_inner_updates={x.num_updates}")
-        rank = x.extras["rank"]  # (b, N)
-        stage, j, mu_stage = stage_of_update(x.update_index, o.budgets)  # Eq. 6
-        structure, refine = stage_token_sets(rank, o.structure_ratio)  # Eq. 7, (b, N) each
-        stage_set = {GLOBAL: torch.ones_like(structure), STRUCTURE: structure}.get(stage, refine)
-        p = subset_rate(j, mu_stage, *o.rates(stage), o.schedule)  # Eq. 8
-        support = draw_subset(stage_set & (x.support > 0), p, o.subset, x.generator).to(x.support.dtype) * x.support
-        w = credit_weights(rank, o.structure_ratio, o.weight_structure, o.weight_refine).to(x.logp.device)  # Eq. 10
-        adv = weighted_advantage(x.advantages, w)  # (b, N) A_hat
-        per_token = token_loss(x.logp, x.old_logp, x.ref_logp, adv, self.clip_eps, self.kl_beta)
-        loss = self.aggregate(per_token, support)
-        metrics = policy_metrics(x, adv, self.clip_eps, support)
-        metrics.update(stage_metrics(stage, metrics, loss, w, support, p))
+        if len(contexts.updates) != sum(o.budgets):
+            raise ValueError(f"patch_options.budgets {o.budgets} must sum to rl.num_inner_updates="
+                             f"{len(contexts.updates)}")  # fmt: skip
+        rank = rollouts.extras["rank"]  # (B, N)
+        structure, refine = stage_token_sets(rank, o.structure_ratio)  # Eq. 7, (B, N) each
+        token_sets = {GLOBAL: torch.ones_like(structure), STRUCTURE: structure}
+        w = credit_weights(rank, o.structure_ratio, o.weight_structure, o.weight_refine).to(rank.device)  # Eq. 10
+        updates = []
+        for m, u in enumerate(contexts.updates, start=1):
+            stage, j, mu_stage = stage_of_update(m, o.budgets)  # Eq. 6
+            p = subset_rate(j, mu_stage, *o.rates(stage), o.schedule)  # Eq. 8
+            picked = draw_subset(token_sets.get(stage, refine) & (u.scorable > 0), p, o.subset, generator)  # (B, N)
+            updates.append(UpdatePlan(m, u.input_index, picked.to(u.scorable.dtype) * u.scorable, w, stage, p))
+        return RoundPlan(contexts.inputs, updates)
+
+    def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, metrics = super().__call__(x)
+        metrics.update(stage_metrics(x, metrics, loss))
         return loss, metrics
 
 

@@ -1,4 +1,4 @@
-"""Differs from the baseline rollout sampler in: it also returns generation ranks (method.md 3.1, Eq. 1).
+"""Differs from the baseline rollout sampler in: it also returns generation ranks (docs/method.md 3.1, Eq. 1).
 
 Wraps any registered sampler; the wrapped sampler already records commit steps (its per-step hook is there for
 such wrappers). Ranks order positions by (commit step, tie-break within the step) and are returned as
@@ -14,8 +14,9 @@ import torch
 
 from htgrpo_patch.config import TIE_BREAKS, HTGRPOOptions, options_or_defaults
 from htgrpo_patch.equations import generation_ranks
+from maskgrpo.catalog import SAMPLER_WRAPPERS
 from maskgrpo.layout import T2IBatch
-from maskgrpo.sampling.base import SAMPLER_WRAPPERS, SamplerOutput, StepHook
+from maskgrpo.sampling.base import SamplerOutput, StepHook
 
 
 def tie_order(out: SamplerOutput, tie_break: str, generator: torch.Generator) -> torch.Tensor:

@@ -2,7 +2,7 @@
 # The ShapesWorld comparison studies (CPU), same base / prompts / rollouts / optimizer steps for every method.
 #   bash launch/toy_compare.sh                 the 10-method study, 3 seeds (41 min measured on the 2-core machine;
 #                                              runs/toy_compare/study.md and reward_curves.png)
-#   bash launch/toy_compare.sh --plan focused  issue 15's focused study: MaskGRPO, HT-GRPO, HT-GRPO with
+#   bash launch/toy_compare.sh --plan focused  the focused study: MaskGRPO, HT-GRPO, HT-GRPO with
 #                                              confidence-ordered ranks and its MaskGRPO twin (maskgit rollouts),
 #                                              HT no credit, A5; 5 seeds, 24 eval images per caption, paired
 #                                              differences with 95% intervals, reward and accuracy curves

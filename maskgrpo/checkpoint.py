@@ -1,27 +1,37 @@
 """Atomic, verified checkpoints: DeepSpeed engine state + trainer state (round, every generator's RNG state, data
-position), with a manifest of every file's size and SHA-256.
+position) + a copy of the run's metrics, with a manifest of every file's size and chunked SHA-256.
 
 Layout under ``<run>/checkpoints/``::
 
-    round-000004/state/...              DeepSpeed checkpoint (model, optimizer, scheduler; ZeRO shards)
+    round-000004/state/...              DeepSpeed checkpoint (model, optimizer, scheduler; ZeRO shards); with LoRA
+                                        the trained adapter only (the frozen base is backbone.path's)
     round-000004/trainer_rank{r}.pt     TrainerState of rank r
-    round-000004/manifest.json          {"format", "round", "world_size", "files": {path: {"size", "sha256"}}}
+    round-000004/metrics.jsonl          metrics.jsonl as it was at the save (rounds 1..4), restored on resume
+    round-000004/manifest.json          {"format", "round", "world_size", "chunk_bytes",
+                                         "files": {path: {"size", "sha256": [digest of each chunk]}}}
     latest                              text file naming the newest complete checkpoint
 
 A checkpoint is written under ``.tmp-round-N``; its manifest is written last, and the folder is renamed only when
 every rank has finished, so a crash mid-save never leaves a ``latest`` that does not load. ``latest`` is replaced
 atomically afterwards; pruning renames an old checkpoint to ``.trash-round-N`` before deleting it.
 
-On resume, :func:`select_checkpoint` verifies sizes and digests (each rank hashes a share of the files) and falls
-back to the newest older checkpoint that verifies. A checkpoint without a manifest (written before manifests existed)
-is checked by the CRC-32 of every member of its .pt archives instead, and loads with a warning. The digests assume a
-filesystem that every rank sees (as the rename already does).
+Digests: every file is hashed in chunks of ``CHUNK_BYTES`` (a file no larger than that has one digest, its
+``sha256sum``), so threads hash one large shard in parallel. At save, each rank hashes the files it wrote itself
+(:func:`file_owner`: still in its page cache, never read across nodes), with :func:`maskgrpo.digests.hash_threads`
+threads. On resume, :func:`select_checkpoint` verifies sizes and digests (the chunks are shared out over the ranks
+and their threads) and falls back to the newest older checkpoint that verifies; a checkpoint without a manifest is
+damaged like any other. The digests assume a filesystem that every rank sees (as the rename already does).
+
+:func:`load_checkpoint` resumes on the number of ranks that wrote the checkpoint (bit-exact);
+:func:`load_resharded` on another number (ZeRO-2: weights and optimizer state resharded, per-rank random streams
+re-derived, see docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -34,14 +44,22 @@ from typing import Any
 
 import torch
 
-from maskgrpo.digests import sha256_file
+from maskgrpo.digests import chunk_digests, hash_threads, num_chunks
 from maskgrpo.distributed import agree, barrier, broadcast_object, gather_objects
 from maskgrpo.errors import RunError
 
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "htgrpo-checkpoint/1"
+MANIFEST_FORMAT = "htgrpo-checkpoint/2"
+MANIFEST_FORMAT_WHOLE_FILE = "htgrpo-checkpoint/1"
+"""The first manifest format: one SHA-256 per whole file; read as one chunk per file."""
+CHUNK_BYTES = 64 << 20
+"""Bytes per digest chunk (64 MiB: a 12 GB ZeRO shard is 180 chunks, enough to keep every hashing thread busy)."""
+METRICS_COPY = "metrics.jsonl"
+"""The checkpoint's copy of the run's metrics.jsonl (rounds 1..N), restored by MetricsLog on resume."""
 ROUND_NAME = re.compile(r"round-\d{6}")
 """Name of a complete checkpoint folder (``latest`` must hold exactly such a name)."""
+OWNED_FILE = re.compile(r"(?:pp_rank_|trainer_rank)(\d+)")
+"""Per-rank file names: trainer_rank{r}.pt and DeepSpeed's [bf16_]zero_pp_rank_{r}_* shards."""
 
 
 @dataclass
@@ -60,6 +78,9 @@ class TrainerState:
     """Resolved component names (sampler, context, loss, ...) of the run that wrote the checkpoint."""
     config: dict[str, Any] = field(default_factory=dict)
     """The resolved config of the run that wrote the checkpoint."""
+    budget: dict[str, float] = field(default_factory=dict)
+    """Compute spent by the completed rounds (``maskgrpo.budget``): model forwards per phase summed over the ranks,
+    forward-equivalents, training wall seconds."""
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
@@ -87,20 +108,45 @@ def _io_reason(exc: BaseException, where: Path) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _digest_share(root: Path, rels: list[str], rank: int, world: int) -> dict[str, dict]:
-    """{path: {"size", "sha256"}} of this rank's share (every world-th file) of ``rels`` under ``root``."""
-    return {r: {"size": (root / r).stat().st_size, "sha256": sha256_file(root / r)} for r in rels[rank::world]}
+def file_owner(rel: str, world: int) -> int:
+    """The rank that wrote a checkpoint file: rank r for ``trainer_rank{r}.pt`` and DeepSpeed's
+    ``*zero_pp_rank_{r}_*`` shards, rank 0 for the rest (ZeRO-1/2 model states, DeepSpeed's scripts, the metrics
+    copy). A rank number beyond ``world`` falls to rank 0."""
+    m = OWNED_FILE.search(Path(rel).name)
+    r = int(m.group(1)) if m else 0
+    return r if r < world else 0
+
+
+def _digest_files(root: Path, rels: list[str]) -> dict[str, dict] | OSError:
+    """{path: {"size", "sha256": [digest of each CHUNK_BYTES chunk]}} of ``rels`` under ``root``, hashed by this
+    process's share of the node's CPUs; the first OSError when a file cannot be read."""
+    try:
+        sizes = {r: (root / r).stat().st_size for r in rels}
+    except OSError as e:
+        return e
+    tasks = [(root / r, i) for r in rels for i in range(num_chunks(sizes[r], CHUNK_BYTES))]
+    found = chunk_digests(tasks, CHUNK_BYTES, hash_threads())
+    error = next((d for d in found.values() if isinstance(d, OSError)), None)
+    if error is not None:
+        return error
+    return {r: {"size": sizes[r], "sha256": [found[root / r, i] for i in range(num_chunks(sizes[r], CHUNK_BYTES))]}
+            for r in rels}  # fmt: skip
 
 
 def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def save_checkpoint(engine: Any, root: Path, state: TrainerState, rank: int, world: int, keep: int) -> Path:
+def save_checkpoint(
+    engine: Any, root: Path, state: TrainerState, rank: int, world: int, keep: int, metrics: Path | None = None
+) -> Path:
     """Write ``root/round-N`` (N = state.round) on every rank, point ``latest`` at it, keep the newest ``keep``.
 
-    A failed write (full disk, read-only folder) raises RunError("cannot write checkpoint to ...: <OS reason>") on
-    every rank after removing the temporary folder; the previous checkpoint and ``latest`` stay as they were.
+    ``metrics``: the run's metrics.jsonl, copied into the checkpoint by rank 0 (when it exists) so that a deleted or
+    truncated metrics file can be restored on resume (``MetricsLog.truncate_after``). Each rank hashes the files it
+    wrote. A failed write (full disk, read-only folder) raises RunError("cannot write checkpoint to ...: <OS
+    reason>") on every rank after removing the temporary folder; the previous checkpoint and ``latest`` stay as
+    they were.
     """
     name = f"round-{state.round:06d}"
     tmp, final = root / f".tmp-{name}", root / name
@@ -118,15 +164,21 @@ def save_checkpoint(engine: Any, root: Path, state: TrainerState, rank: int, wor
             err = fail(e, root if root.is_dir() else root.parent)
     _agree_or_clean(err, tmp, rank)
     try:
-        engine.save_checkpoint(str(tmp), tag="state", save_latest=False)
+        engine.save_checkpoint(str(tmp), tag="state", save_latest=False, exclude_frozen_parameters=_frozen(engine))
         torch.save(state.__dict__, tmp / f"trainer_rank{rank}.pt")
+        if rank == 0 and metrics is not None and metrics.is_file():
+            shutil.copyfile(metrics, tmp / METRICS_COPY)
     except (OSError, RuntimeError) as e:  # a full disk surfaces from torch.save as RuntimeError
         err = fail(e, tmp)
     _agree_or_clean(err, tmp, rank)
     rels = broadcast_object(_files(tmp) if rank == 0 else None)
-    digests = {k: v for share in gather_objects(_digest_share(tmp, rels, rank, world)) for k, v in share.items()}
+    mine = _digest_files(tmp, [r for r in rels if file_owner(r, world) == rank])
+    err = fail(mine, tmp) if isinstance(mine, OSError) else None
+    _agree_or_clean(err, tmp, rank)
+    digests = {k: v for share in gather_objects(mine) for k, v in share.items()}
     if rank == 0:
-        manifest = {"format": MANIFEST_FORMAT, "round": state.round, "world_size": world, "files": digests}
+        manifest = {"format": MANIFEST_FORMAT, "round": state.round, "world_size": world, "chunk_bytes": CHUNK_BYTES,
+                    "files": digests}  # fmt: skip
         try:
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
             if final.exists():  # the same round saved again: set the old copy aside, never leave `latest` dangling
@@ -199,60 +251,83 @@ def candidates(root: Path) -> tuple[list[Path], str | None]:
 
 
 def verify_checkpoint(path: Path, rank: int, world: int) -> str | None:
-    """Collective. None if every file of the manifest is present with its size and SHA-256; "legacy" when the
-    checkpoint has no manifest but its .pt archives pass their CRC-32; otherwise what is wrong
-    ("trainer_rank0.pt: digest mismatch")."""
-    manifest: Any = None
-    if rank == 0:
-        manifest = _read_manifest(path)
-    manifest = broadcast_object(manifest)
-    if isinstance(manifest, str) and manifest != "legacy":
+    """Collective. None if every file of the manifest is present with its size and chunk digests; otherwise what is
+    wrong ("trainer_rank0.pt: digest mismatch", "no manifest.json"). The chunks are shared out over the ranks."""
+    manifest = broadcast_object(_read_manifest(path) if rank == 0 else None)
+    if isinstance(manifest, str):
         return manifest
-    if manifest == "legacy":  # no digests: every .pt file is a zip archive with a CRC-32 per member
-        rels = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.pt"))
-        if not any(r.startswith("trainer_rank") for r in rels) or not any(r.startswith("state/") for r in rels):
-            return "no trainer_rank*.pt or no state/*.pt"
-        mine = [_check_archive(path, r) for r in rels[rank::world]]
-    else:
-        rels = sorted(manifest["files"])
-        mine = [_check_file(path, r, manifest["files"][r]) for r in rels[rank::world]]
-    problems = sorted(p for share in gather_objects(mine) for p in share if p)
+    files, chunk = manifest["files"], manifest["chunk_bytes"]
+    tasks = [(rel, i) for rel in sorted(files) for i in range(num_chunks(files[rel]["size"], chunk))]
+    problems = sorted({p for share in gather_objects(_check_chunks(path, files, chunk, tasks[rank::world]))
+                       for p in share})  # fmt: skip
     if not problems:
-        return manifest if manifest == "legacy" else None
+        return None
     return problems[0] + (f" and {len(problems) - 1} more" if len(problems) > 1 else "")
 
 
 def _read_manifest(path: Path) -> dict | str:
+    """The manifest, normalised to chunked digests (a whole-file format-1 manifest has ``chunk_bytes`` None), or why
+    the checkpoint cannot be verified."""
     f = path / MANIFEST
     if not path.is_dir():
         return "folder missing"
     if not f.is_file():
-        return "legacy"
+        return f"no {MANIFEST}"
     try:
         m = json.loads(f.read_text())
     except (OSError, ValueError) as e:
         return f"{MANIFEST}: unreadable ({type(e).__name__})"
-    if not (isinstance(m, dict) and m.get("format") == MANIFEST_FORMAT and isinstance(m.get("files"), dict)):
+    if not isinstance(m, dict) or not isinstance(m.get("files"), dict):
+        return f"{MANIFEST}: not a {MANIFEST_FORMAT} manifest"
+    if m.get("format") == MANIFEST_FORMAT_WHOLE_FILE:  # one digest per file: a single chunk of any size
+        files = {r: {**e, "sha256": [e.get("sha256")]} if isinstance(e, dict) else e for r, e in m["files"].items()}
+        m = {**m, "format": MANIFEST_FORMAT, "chunk_bytes": None, "files": files}
+    if not (m.get("format") == MANIFEST_FORMAT and _valid_entries(m["files"], m.get("chunk_bytes"))):
         return f"{MANIFEST}: not a {MANIFEST_FORMAT} manifest"
     return m
 
 
-def _check_file(root: Path, rel: str, want: dict) -> str | None:
-    p = root / rel
-    try:
-        size = p.stat().st_size
-        if size != want["size"]:
-            return f"{rel}: {size} bytes, expected {want['size']} (truncated)" if size < want["size"] else (
-                f"{rel}: {size} bytes, expected {want['size']}")  # fmt: skip
-        return None if sha256_file(p) == want["sha256"] else f"{rel}: digest mismatch"
-    except FileNotFoundError:
-        return f"{rel}: missing"
-    except OSError as e:
-        return f"{rel}: unreadable ({e.strerror})"
+def _valid_entries(files: dict, chunk: Any) -> bool:
+    """Every entry is {"size": int, "sha256": [one str per chunk]} and the chunk size a positive int (or None)."""
+    if not (chunk is None or (isinstance(chunk, int) and chunk > 0)):
+        return False
+    return all(
+        isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), list)
+        and len(e["sha256"]) == num_chunks(e["size"], chunk) and all(isinstance(d, str) for d in e["sha256"])
+        for e in files.values()
+    )  # fmt: skip
+
+
+def _check_chunks(root: Path, files: dict, chunk: int | None, tasks: list[tuple[str, int]]) -> list[str]:
+    """What is wrong with this rank's share of the chunks: a missing, unreadable or resized file once, then every
+    chunk whose digest differs."""
+    problems, todo = [], []
+    for rel in dict.fromkeys(rel for rel, _ in tasks):
+        want = files[rel]["size"]
+        try:
+            size = (root / rel).stat().st_size
+        except FileNotFoundError:
+            problems.append(f"{rel}: missing")
+            continue
+        except OSError as e:
+            problems.append(f"{rel}: unreadable ({e.strerror})")
+            continue
+        if size != want:
+            problems.append(f"{rel}: {size} bytes, expected {want}" + (" (truncated)" if size < want else ""))
+            continue
+        todo += [(rel, i) for r, i in tasks if r == rel]
+    found = chunk_digests([(root / rel, i) for rel, i in todo], chunk, hash_threads())
+    for rel, i in todo:
+        got = found[root / rel, i]
+        if isinstance(got, OSError):
+            problems.append(f"{rel}: unreadable ({got.strerror})")
+        elif got != files[rel]["sha256"][i]:
+            problems.append(f"{rel}: digest mismatch")
+    return problems
 
 
 def _check_archive(root: Path, rel: str) -> str | None:
-    """A .pt file of a checkpoint without manifest: a complete zip archive whose members match their CRC-32."""
+    """Why a .pt file that DeepSpeed could not load is damaged (zip CRC-32 / archive end), for the load error."""
     try:
         with zipfile.ZipFile(root / rel) as z:
             bad = z.testzip()
@@ -265,12 +340,12 @@ def _check_archive(root: Path, rel: str) -> str | None:
 
 def select_checkpoint(root: Path, rank: int, world: int) -> Path:
     """Collective. The newest checkpoint that verifies, saying in one line (rank 0) which newer ones were damaged;
-    RunError when there is none. A checkpoint without a manifest is taken with a warning."""
+    RunError when there is none. A checkpoint without a manifest is damaged ("no manifest.json")."""
     paths, note = candidates(root)
     damaged = []
     for path in paths:
         problem = verify_checkpoint(path, rank, world)
-        if problem in (None, "legacy"):
+        if problem is None:
             if rank == 0:
                 bad = ", ".join(f"{n} ({why})" for n, why in damaged)
                 if note:
@@ -279,9 +354,6 @@ def select_checkpoint(root: Path, rank: int, world: int) -> Path:
                     _warn(f"checkpoint {damaged[0][0]} is damaged ({damaged[0][1]}); resuming from {path.name}")
                 elif damaged:
                     _warn(f"checkpoints {bad} are damaged; resuming from {path.name}")
-                if problem == "legacy":
-                    _warn(f"checkpoint {path} has no {MANIFEST} (written before manifests): its archives' CRC-32 "
-                          "match, loading it without digests")  # fmt: skip
             return path
         damaged.append((path.name, problem))
     bad = ", ".join(f"{n} ({why})" for n, why in damaged)
@@ -293,11 +365,11 @@ def _warn(msg: str) -> None:
 
 
 def checkpoint_world_size(path: Path) -> int:
-    """Ranks that wrote the checkpoint (from the manifest; counted trainer_rank*.pt files for a legacy one)."""
+    """Ranks that wrote a verified checkpoint (from its manifest)."""
     m = _read_manifest(path)
-    if isinstance(m, dict) and isinstance(m.get("world_size"), int):
-        return m["world_size"]
-    return len(list(path.glob("trainer_rank*.pt")))
+    if not (isinstance(m, dict) and isinstance(m.get("world_size"), int)):
+        raise RunError(f"{path / MANIFEST}: no world_size")
+    return m["world_size"]
 
 
 def read_trainer_state(path: Path, rank: int) -> TrainerState:
@@ -312,18 +384,81 @@ def read_trainer_state(path: Path, rank: int) -> TrainerState:
 
 
 def load_checkpoint(engine: Any, path: Path, rank: int) -> TrainerState:
-    """Engine state (model, optimizer, scheduler) and this rank's TrainerState from a verified checkpoint."""
+    """Engine state (model, optimizer, scheduler) and this rank's TrainerState from a verified checkpoint written by
+    the current number of ranks (bit-exact continuation)."""
     state = read_trainer_state(path, rank)
+    _engine_load(engine, path, optimizer=True)
+    return state
+
+
+def _frozen(engine: Any) -> bool:
+    """Whether checkpoints leave out the frozen parameters (LoRA's base model, under ZeRO-1/2): they are the weights
+    of ``backbone.path``, loaded at every start, and the resume's config check pins that path. DeepSpeed would store
+    them in full in every checkpoint (twice on GPUs: in the module state and as ``frozen_param_fragments``)."""
+    return engine.zero_optimization_stage() <= 2 and any(not p.requires_grad for p in engine.module.parameters())
+
+
+def _engine_load(engine: Any, path: Path, optimizer: bool) -> None:
+    frozen = _frozen(engine)
+    if frozen:  # the file holds the trained parameters only: all of them must be there (the load is not strict)
+        models = sorted((path / "state").glob("mp_rank_*_model_states.pt"))
+        saved = torch.load(models[0], map_location="cpu", mmap=True, weights_only=False)["module"] if models else {}
+        missing = [n for n, p in engine.module.named_parameters() if p.requires_grad and n not in saved]
+        if missing:
+            raise RunError(f"cannot load checkpoint {path}: its model states lack {len(missing)} trained "
+                           f"parameter(s), e.g. {missing[0]}")  # fmt: skip
     try:
-        load_path, _ = engine.load_checkpoint(str(path), tag="state", load_optimizer_states=True,
-                                              load_lr_scheduler_states=True)  # fmt: skip
+        load_path, _ = engine.load_checkpoint(str(path), tag="state", load_optimizer_states=optimizer,
+                                              load_lr_scheduler_states=True,
+                                              load_module_strict=not frozen)  # fmt: skip
     except (OSError, RuntimeError, EOFError, KeyError, ValueError) as e:  # damage that slipped past the checks
         archives = sorted(p.relative_to(path).as_posix() for p in (path / "state").rglob("*.pt"))
         why = next((p for p in map(functools.partial(_check_archive, path), archives) if p), None)
         raise RunError(f"cannot load checkpoint {path}: {why or f'{type(e).__name__}: {_first_line(e)}'}") from e
     if load_path is None:
         raise RunError(f"DeepSpeed could not load the checkpoint at {path / 'state'}")
-    return state
+
+
+def load_resharded(engine: Any, path: Path, rank: int, world: int) -> TrainerState:
+    """Collective. Resume a verified checkpoint written by another number of ranks (ZeRO-2, DeepSpeed's ZeRO
+    optimizer).
+
+    Loaded exactly: model weights, fp32 master weights, Adam moments and step (resharded for ``world`` ranks by
+    :func:`maskgrpo.zero_reshard.reshard_optimizer_state`), the LR scheduler, the round, the prompt position, config
+    and components. Re-derived: every rank's generators and global torch RNG state, from (run.seed, round, rank,
+    stream name) by :func:`derived_seed` (the old ranks' streams do not map onto the new ranks), so the run goes on
+    deterministically for this world size. Prints one note (rank 0). RunError under ZeRO-3 or ZeRO-1 with bf16
+    (other optimizer layouts), naming the way out.
+    """
+    from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
+
+    from maskgrpo.zero_reshard import reshard_optimizer_state
+
+    old = checkpoint_world_size(path)
+    stage = engine.zero_optimization_stage()
+    if not isinstance(getattr(engine, "optimizer", None), DeepSpeedZeroOptimizer):  # ZeRO-2; ZeRO-1 unless bf16
+        raise RunError(f"checkpoint {path} was written by {old} rank{'s' * (old != 1)}, this run has {world}: a "
+                       f"ZeRO-{stage} checkpoint resumes only on {old} (NPROC={old}, torchrun "
+                       f"--nproc_per_node={old})")  # fmt: skip
+    saved = read_trainer_state(path, 0)
+    _engine_load(engine, path, optimizer=False)  # module weights (exact), LR scheduler, step counters
+    reshard_optimizer_state(engine, path / "state", rank)
+    seed, device = saved.config["run"]["seed"], engine.device
+    gens = {name: torch.Generator(device=device).manual_seed(derived_seed(seed, saved.round, rank, name)).get_state()
+            for name in saved.generators}  # fmt: skip
+    torch_rng = torch.Generator().manual_seed(derived_seed(seed, saved.round, rank, "torch")).get_state()
+    if rank == 0:
+        print(f"[train] note: checkpoint {path.name} was written by {old} rank{'s' * (old != 1)}, this run has "
+              f"{world}: weights and optimizer state resharded; random streams re-derived from (run.seed, round, "
+              "rank), so the rounds from here differ from a run on the old rank count", flush=True)  # fmt: skip
+    return TrainerState(round=saved.round, prompt_position=saved.prompt_position, generators=gens,
+                        torch_rng=torch_rng, components=saved.components, config=saved.config)  # fmt: skip
+
+
+def derived_seed(seed: int, round_: int, rank: int, stream: str) -> int:
+    """A 63-bit seed for one random stream of one rank after a world-size change (SHA-256 of the four)."""
+    digest = hashlib.sha256(f"htgrpo-reshard/{seed}/{round_}/{rank}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _first_line(e: BaseException) -> str:

@@ -15,17 +15,14 @@ from typing import Any
 
 import torch
 
-from maskgrpo.algo.contexts import CONTEXTS
-from maskgrpo.algo.losses import LOSSES
-from maskgrpo.backbones import BACKBONES
 from maskgrpo.backbones.base import DTYPES, load_backbone
+from maskgrpo.catalog import BACKBONES, CONTEXTS, LOSSES, SAMPLER_WRAPPERS
 from maskgrpo.config import ConfigError
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.errors import RunError
 from maskgrpo.prompts import PromptSet, check_prompts, read_prompt_file
 from maskgrpo.registry import Registry
 from maskgrpo.rewards.base import RewardSpec, build_rewards
-from maskgrpo.sampling.base import SAMPLER_WRAPPERS
 
 
 @dataclass(frozen=True)
@@ -102,7 +99,8 @@ def resolve_components(cfg: TrainRun, device: torch.device) -> Components:
         prompt_set = PromptSet(prompts, f"backbone {cfg.backbone.name!r}", None)
     specs = [RewardSpec(n, e.weight, e.scale, dict(e.kwargs), e.allow_nan, e.entry) for n, e in cfg.rewards.items()]
     try:
-        fns = build_rewards(specs, device=device, context={"world_spec": getattr(backbone, "spec", None)})
+        shared = {"world_spec": getattr(backbone, "spec", None), "max_outage_s": cfg.reward.max_outage_s}
+        fns = build_rewards(specs, device=device, context=shared)
     except (KeyError, TypeError, ValueError, RunError) as e:  # unknown name or option, bad value, missing model
         raise ConfigError(f"rewards: {e.args[0] if e.args else e}") from e
     check_prompts(prompt_set, fns, backbone)  # metadata keys the rewards need; words they cannot score

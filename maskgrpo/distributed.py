@@ -3,6 +3,7 @@ launcher-death watch that stops a worker whose torchrun / deepspeed launcher is 
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import sys
@@ -20,11 +21,14 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
-def init_distributed() -> tuple[int, int, torch.device]:
+def init_distributed(timeout_s: float | None = None) -> tuple[int, int, torch.device]:
     """(rank, world_size, device). Works under torchrun / the deepspeed launcher and as a plain single process.
 
+    ``timeout_s``: how long a collective may wait for a slow rank before the group fails (DeepSpeed's default is
+    10 minutes; a run that waits out a reward server's outage on one rank needs longer).
+
     On CPU: gloo backend, and DeepSpeed's shared-memory comm op is switched off before it would JIT-compile
-    (infra.md: ~45 s on first initialize; plain gloo is used instead).
+    (about 45 s on the first initialize, measured on the 2-core CPU machine; plain gloo is used instead).
     """
     if on_cpu():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -33,17 +37,18 @@ def init_distributed() -> tuple[int, int, torch.device]:
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     import deepspeed
 
-    if "RANK" in os.environ:  # a launcher's worker: die with the launcher (issue 13.6)
+    if "RANK" in os.environ:  # a launcher's worker: die with the launcher
         exit_with_launcher()
     if not dist.is_initialized():
         backend = "gloo" if on_cpu() else "nccl"
+        extra = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
         if "RANK" in os.environ:  # torchrun / the deepspeed launcher set the rendezvous variables
-            deepspeed.init_distributed(dist_backend=backend, verbose=False)
+            deepspeed.init_distributed(dist_backend=backend, verbose=False, **extra)
         else:  # a plain single process: a private TCP rendezvous (no MASTER_PORT for child processes to inherit)
             os.environ.setdefault("LOCAL_RANK", "0")  # the DeepSpeed engine reads it
             deepspeed.init_distributed(
                 dist_backend=backend, verbose=False, rank=0, world_size=1, auto_mpi_discovery=False,
-                init_method=f"tcp://127.0.0.1:{_free_port()}",
+                init_method=f"tcp://127.0.0.1:{_free_port()}", **extra,
             )  # fmt: skip
     rank, world = dist.get_rank(), dist.get_world_size()
     if on_cpu():
@@ -52,6 +57,13 @@ def init_distributed() -> tuple[int, int, torch.device]:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     return rank, world, device
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group, if one is up: the last step of every exit path of a run, errors included (a
+    process that exits with a live gloo / NCCL group can abort in the group's destructor)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _free_port() -> int:

@@ -12,9 +12,12 @@ context with more rows than ``max_rows`` per micro-batch (TraceGRPO) keeps one m
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+
+from maskgrpo.algo.types import ModelInput
 
 
 @dataclass(frozen=True)
@@ -62,3 +65,35 @@ def _group(rows: torch.Tensor, mbs: list[torch.Tensor]) -> ForwardGroup:
     ends = torch.tensor([len(m) for m in mbs]).cumsum(0).tolist()
     parts = tuple(zip([0, *ends[:-1]], ends))
     return ForwardGroup(sel, parts, distinct_rows(rows, sel))
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """One model forward and the micro-batches it serves.
+
+    rollouts: (b,) long, rollout indices, micro-batch order; logp: (b, N) their log-probs from this forward;
+    parts: (start, end) per micro-batch into both; last: the input's last pass (the gradient-accumulation boundary).
+    """
+
+    rollouts: torch.Tensor
+    logp: torch.Tensor
+    parts: tuple[tuple[int, int], ...]
+    last: bool
+
+
+class Forwards:
+    """A round's forward grouping, computed once: per model input of the plan, the micro-batch groups that share one
+    forward (``forward_groups`` with ``max_rows``). ``passes(i, logp_of)`` runs them in order."""
+
+    def __init__(self, inputs: list[ModelInput], micro_batches: list[torch.Tensor], max_rows: int) -> None:
+        self.groups = [forward_groups(inp.rows, micro_batches, max_rows) for inp in inputs]
+
+    def count(self, index: int) -> int:
+        """Forwards of one pass over input ``index`` (every rollout once)."""
+        return len(self.groups[index])
+
+    def passes(self, index: int, logp_of: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[ForwardPass]:
+        """One ForwardPass per group of input ``index``; ``logp_of(rollouts) -> (b, N)`` is the forward."""
+        groups = self.groups[index]
+        for k, g in enumerate(groups):
+            yield ForwardPass(g.rollouts, logp_of(g.rollouts), g.parts, k == len(groups) - 1)

@@ -1,4 +1,4 @@
-"""The loop's non-finite guards (issue 13 item 7): a NaN / inf loss or gradient norm, or sampling from a diverged
+"""The loop's non-finite guards: a NaN / inf loss or gradient norm, or sampling from a diverged
 policy, stops the run with a RunError naming the round and phase, before the optimizer step (loss) and before the
 round's checkpoint is written.
 

@@ -11,7 +11,7 @@ Nothing is downloaded and no weight is loaded. What it does:
    path is reported as "hub id, not checked offline"; the prompts JSONL is parsed;
 4. prints the per-round batch arithmetic with the trainer's own DeepSpeed numbers (``maskgrpo.engine``), per
    rank and per node (prompts per round must divide by nodes x GPUs per node);
-5. prints a per-GPU memory estimate from models.md section 6, with the parameter count read from the checkpoint's
+5. prints a per-GPU memory estimate from docs/models.md section 6, with the parameter count read from the checkpoint's
    config.json when it is a local directory and the released model's otherwise (MMaDA-8B; Lumina-DiMOO-8B for
    backbone lumina, whose row length comes from height x width plus a text allowance, ``LUMINA_PLAN_TEXT_TOKENS``).
 
@@ -31,13 +31,14 @@ from typing import Any
 
 from maskgrpo.config import ConfigError, load_config
 from maskgrpo.config.schema import TrainRun
-from maskgrpo.models.loading import looks_like_hub_id
+from maskgrpo.errors import RunError
+from maskgrpo.hub import looks_like_hub_id
 
 GB = 1e9
-"""Decimal gigabytes, as in models.md section 6 (8.08 B bf16 params = 16.2 GB)."""
+"""Decimal gigabytes, as in docs/models.md section 6 (8.08 B bf16 params = 16.2 GB)."""
 
 MMADA_8B_VOCAB = 134656
-"""Embedding rows of MMaDA-8B (models.md 1.1), used when the checkpoint is a hub id that is not read offline."""
+"""Embedding rows of MMaDA-8B (docs/models.md 1.1), used when the checkpoint is a hub id that is not read offline."""
 
 ACT_BYTES_PER_BLOCK_REF = 240e6
 """Saved activations of one block for one row without checkpointing, bf16, flash-style SDPA (models.md 6: ~240 MB at
@@ -55,14 +56,14 @@ no fixed text window, so T = this + 2 + (H/16) * (W/16 + 1) + 2 (4292 at 1024 x 
 
 @dataclass(frozen=True)
 class ModelSize:
-    """Sizes of an LLaDA-style network (models.md 1.1, 6). ``source`` says where the numbers came from."""
+    """Sizes of an LLaDA-style network (docs/models.md 1.1, 6). ``source`` says where the numbers came from."""
 
     d_model: int = 4096
     n_layers: int = 32
     mlp_hidden: int = 12288
     vocab: int = MMADA_8B_VOCAB
     tied: bool = False
-    source: str = "MMaDA-8B numbers (models.md 1.1)"
+    source: str = "MMaDA-8B numbers (docs/models.md 1.1)"
 
     @property
     def params_per_block(self) -> int:
@@ -78,7 +79,7 @@ class ModelSize:
 
     def lora_params(self, r: int, targets: tuple[str, ...]) -> int:
         """sum over adapted linears of r * (in + out): 335,544,320 for r = 128 on the 7 block linears, 167,772,160 on
-        q/k/v/up (models.md 1.5)."""
+        q/k/v/up (docs/models.md 1.5)."""
         c, f = self.d_model, self.mlp_hidden
         dims = {"q_proj": (c, c), "k_proj": (c, c), "v_proj": (c, c), "attn_out": (c, c), "ff_proj": (c, f),
                 "up_proj": (c, f), "ff_out": (f, c)}  # fmt: skip
@@ -86,7 +87,7 @@ class ModelSize:
 
 
 def default_size(backbone: str) -> ModelSize:
-    """The released 8B sizes of a backbone (models.md 1.1, 6): Lumina-DiMOO V = 134548, else MMaDA-8B."""
+    """The released 8B sizes of a backbone (docs/models.md 1.1, 6): Lumina-DiMOO V = 134548, else MMaDA-8B."""
     if backbone == "lumina":
         from maskgrpo.layout_lumina import lumina_dimoo_8b
 
@@ -129,7 +130,7 @@ def row_sizes(options: dict[str, Any]) -> tuple[int, int, int] | None:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """Per-round batch arithmetic of ``maskgrpo.train`` on ``gpus`` ranks over ``nodes`` nodes (method.md 1)."""
+    """Per-round batch arithmetic of ``maskgrpo.train`` on ``gpus`` ranks over ``nodes`` nodes (docs/method.md 1)."""
 
     gpus: int
     """Ranks in total = nodes x GPUs per node (ZeRO partitions over all of them)."""
@@ -191,9 +192,11 @@ def batch_plan(cfg: TrainRun, gpus_per_node: int, nodes: int = 1) -> BatchPlan:
         raise ConfigError(f"need at least one node and one GPU per node, got {nodes} x {gpus_per_node}")
     gpus = nodes * gpus_per_node
     where = "NUM_GPUS" if nodes == 1 else f"NUM_NODES x NUM_GPUS = {nodes} x {gpus_per_node}"
-    if cfg.prompts.per_round % gpus:
-        raise ConfigError(f"prompts.per_round={cfg.prompts.per_round} must divide by the {gpus} GPUs ({where})")
-    ds = deepspeed_config(cfg, gpus)  # raises if P / gpus does not divide by rl.micro_batch_prompts
+    if cfg.prompts.per_round % gpus or (cfg.prompts.per_round // gpus) % cfg.rl.micro_batch_prompts:
+        raise ConfigError(f"prompts.per_round={cfg.prompts.per_round} must divide by the {gpus} GPUs ({where}) "
+                          f"and leave whole micro-batches of rl.micro_batch_prompts={cfg.rl.micro_batch_prompts}: "
+                          f"{prompt_counts(gpus, cfg.rl.micro_batch_prompts)}")  # fmt: skip
+    ds = deepspeed_config(cfg, gpus)
     return BatchPlan(
         gpus=gpus,
         nodes=nodes,
@@ -209,8 +212,17 @@ def batch_plan(cfg: TrainRun, gpus_per_node: int, nodes: int = 1) -> BatchPlan:
     )
 
 
+def prompt_counts(gpus: int, micro_batch_prompts: int, per_gpu: int = 3) -> str:
+    """The ``prompts.per_round`` values that divide: multiples of gpus x micro_batch_prompts; ``per_gpu`` prompts per
+    GPU (the configs' share on 8 GPUs) is ``per_gpu`` x gpus. Test: 16 GPUs, 1 -> "16, 32, 48, 64 (3 per GPU: 48)"."""
+    step = gpus * micro_batch_prompts
+    share = per_gpu * gpus if (per_gpu * gpus) % step == 0 else None
+    return (f"use a multiple of {step}: {', '.join(str(k * step) for k in range(1, 5))}, ..."
+            + (f" ({per_gpu} per GPU, the configs' share: prompts.per_round={share})" if share else ""))  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Memory (models.md section 6)
+# Memory (docs/models.md section 6)
 
 
 @dataclass(frozen=True)
@@ -233,7 +245,8 @@ def context_rows(cfg: TrainRun, num_image_tokens: int, prompts_per_gpu: int, pre
     """Build the context builder the run would use (``preset`` None: the run's own, ``rl.context`` overrides
     included; else that preset's default context on the same config) and count the rows of its largest forward
     on a rank with ``prompts_per_gpu`` prompts (``maskgrpo.algo.contexts.forward_rows``)."""
-    from maskgrpo.algo.contexts import CONTEXTS, forward_rows
+    from maskgrpo.algo.contexts import forward_rows
+    from maskgrpo.catalog import CONTEXTS
     from maskgrpo.components import load_preset
 
     method = preset if preset is not None else (cfg.patch or "maskgrpo")
@@ -265,7 +278,7 @@ def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window
                     codebook: int, checkpointing: bool, *, seq_len: int | None = None,
                     num_image_tokens: int | None = None,
                     rows: ContextRows | None = None) -> MemoryEstimate:  # fmt: skip
-    """models.md 6 formulas per GPU (N = gpus, Psi = params, Psi_t = trainable params, 16 B per trainable param).
+    """docs/models.md 6 formulas per GPU (N = gpus, Psi = params, Psi_t = trainable params, 16 B per trainable param).
 
     states:  frozen base 2 Psi (ZeRO-3: 2 Psi / N) + trainable 2 Psi_t + 14 Psi_t / N (ZeRO-2) or 16 Psi_t / N
              (ZeRO-3); full fine-tuning with beta > 0 adds a replicated bf16 reference copy (2 Psi); ZeRO-3 adds one
@@ -301,6 +314,12 @@ def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window
     est.states.append((f"trainable states, {label}", trainable, f"{psi_t / 1e6:.1f} M params, {formula}"))
     if not cfg.lora.enabled and cfg.rl.kl_beta > 0:
         est.states.append(("frozen reference copy (bf16)", 2 * psi, "full fine-tuning with kl_beta > 0"))
+    clip = [n for n, e in cfg.rewards.items() if (e.entry or n) == "clip"]
+    if clip:
+        from maskgrpo.reward_launch import CLIP_IN_TRAINER_GB
+
+        est.states.append((f"reward models in the trainer ({', '.join(clip)})", CLIP_IN_TRAINER_GB * GB,
+                           "CLIP ViT-L/14 fp32, about 0.4 B params"))  # fmt: skip
     if plan.zero_stage == 3:
         est.states.append(("ZeRO-3 gathered block + V x C matrix", 2 * size.params_per_block + 2 * size.vocab * c,
                            "one layer and wte/head at a time"))  # fmt: skip
@@ -341,14 +360,8 @@ def classify_path(value: str, kind: str = "any") -> tuple[str, bool]:
             return "not a directory", False
         return ("local dir" if p.is_dir() else "local file"), True
     if kind != "file" and looks_like_hub_id(value):
-        return "hub id, not checked offline", True
+        return "hub id (cache: see weights)", True
     return "MISSING", False
-
-
-def _loader_defaults(loader: Any) -> dict[str, Any]:
-    skip = ("path", "dtype", "device")
-    params = inspect.signature(loader).parameters
-    return {k: p.default for k, p in params.items() if k not in skip and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 def check_inputs(cfg: TrainRun) -> tuple[list[tuple[str, str, str]], list[str], dict[str, Any]]:
@@ -366,7 +379,9 @@ def check_inputs(cfg: TrainRun) -> tuple[list[tuple[str, str, str]], list[str], 
             problems.append(f"{what}: {value} ({status})")
 
     loader = BACKBONES.get(cfg.backbone.name)
-    defaults = _loader_defaults(loader)
+    from maskgrpo.backbones.base import loader_defaults
+
+    defaults = loader_defaults(loader)
     unknown = sorted(set(cfg.backbone.options) - set(defaults))
     if unknown:
         problems.append(f"backbone.options: unknown option(s) {unknown} for backbone {cfg.backbone.name!r}; "
@@ -466,11 +481,13 @@ def render(cfg: TrainRun, plan: BatchPlan, rows: list, est: MemoryEstimate | Non
          f"{plan.num_steps} steps each, <= {plan.rollout_batch_size} rows"
          + (" (+ as many uncond rows, CFG)" if plan.cfg else "")),
         ("rounds", cfg.rl.rounds, f"{cfg.rl.rounds * plan.optimizer_steps_per_round} optimizer steps in total"),
+        ("prompt counts that divide", plan.gpus * cfg.rl.micro_batch_prompts,
+         "prompts.per_round: " + prompt_counts(plan.gpus, cfg.rl.micro_batch_prompts)),
     ]  # fmt: skip
     out += [f"{k:<{w}}{v!s:>8}   {note}" for k, v, note in items]
     out += [line, "inputs"]
     out += [f"  {what:<{w - 2}}{status:<28} {value}" for what, value, status in rows]
-    out += [line, f"memory per GPU (estimate, models.md 6; sizes from {size.source}: "
+    out += [line, f"memory per GPU (estimate, docs/models.md 6; sizes from {size.source}: "
                   f"{size.params:,} params)"]  # fmt: skip
     if est is None:
         out.append("  (no estimate: the backbone loader has no text_window / grid or height / width options)")
@@ -495,17 +512,90 @@ def render_methods(by_method: list[tuple[ContextRows, MemoryEstimate]]) -> str:
     return "\n".join(out + ["-" * 100])
 
 
+def weights_section(cfg: TrainRun) -> tuple[str, list[str]]:
+    """Which hub repositories the config loads (judges included) and whether the local cache holds them
+    (no network: ``maskgrpo.models.fetch``); the hub ids it lacks."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    from maskgrpo.models.fetch import cached_snapshot, config_sources
+    from maskgrpo.models.loading import fetch_hint
+
+    lines, missing = [f"weights (Hugging Face cache {HF_HUB_CACHE}; the launch reads it offline)"], []
+    for src in config_sources(cfg):
+        if src.repo_id is None:
+            lines.append(f"  {'local' if src.local else '-':<12}{src.what:<40}{src.local or src.note}")
+            continue
+        snap = cached_snapshot(src.repo_id, src.patterns)
+        if snap is None:
+            missing.append(src.repo_id)
+        lines.append(f"  {'cached' if snap else 'NOT CACHED':<12}{src.what:<40}{src.repo_id}"
+                     + (f" (rev {snap.name[:12]})" if snap else ""))  # fmt: skip
+    if missing:
+        lines.append(f"  {len(missing)} not in the cache: fetch them before launching, on a machine with network: "
+                     f"`{fetch_hint()}`")  # fmt: skip
+    return "\n".join(lines + ["-" * 100]), missing
+
+
+def time_section(cfg: TrainRun, plan: BatchPlan, size: ModelSize, methods: list[ContextRows], seq_len: int,
+                 n_img: int, codebook: int, checkpointing: bool, gpu_type: str, mfu: float,
+                 gpu_check: Path) -> str:  # fmt: skip
+    """Per method: rounds, images, model rows and the time of a round and of the run (module maskgrpo.launch_time):
+    measured by the GPU check when it ran at this shape on ``gpu_type``, else a FLOP estimate, labelled."""
+    from maskgrpo.launch_time import (
+        GPU_PEAK_TFLOPS,
+        flop_round_seconds,
+        forward_flops,
+        load_gpu_check,
+        measured_round_seconds,
+        round_work,
+        train_multiplier,
+        workload_of,
+    )
+
+    rep = load_gpu_check(gpu_check)
+    workload = workload_of(cfg, cfg.backbone.name, seq_len, plan.prompts_per_gpu)
+    fwd = forward_flops(size, seq_len, n_img, codebook)
+    mult = train_multiplier(cfg.lora.enabled, checkpointing)
+    rows = []
+    for r in methods:
+        work = round_work(cfg, plan.prompts_per_gpu, n_img, seq_len, r.method)
+        seconds, why = (None, f"no {gpu_check}") if rep is None else measured_round_seconds(
+            rep, workload, work.method, gpu_type, plan.gpus)  # fmt: skip
+        if seconds is None:
+            seconds = flop_round_seconds(work, fwd, mult, GPU_PEAK_TFLOPS[gpu_type], mfu)
+            why = (
+                f"FLOP estimate, not a measurement ({why}): {fwd / 1e12:.1f} TFLOP per {seq_len}-token row "
+                f"forward, {mult}x for a trained row (forward, input gradients"
+                f"{', weight gradients' if not cfg.lora.enabled else ''}"
+                f"{', block recompute' if checkpointing else ''}), at {mfu:.0%} of {gpu_type}'s "
+                f"{GPU_PEAK_TFLOPS[gpu_type]:g} TFLOP/s bf16; decode and gradient exchange not included"
+            )
+        rows.append((work, seconds, why))
+    from maskgrpo.launch_time import render_time
+
+    return render_time(rows, cfg.rl.rounds, plan.rollouts_per_round, plan.gpus, gpu_type)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from maskgrpo.launch_time import DEFAULT_MFU, GPU_CHECK_JSON, GPU_PEAK_TFLOPS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="TrainRun YAML (configs/mmada_maskgrpo.yaml, ...)")
     ap.add_argument("--num-gpus", type=int, default=8, help="training ranks per node (NUM_GPUS)")
     ap.add_argument("--num-nodes", type=int, default=1, help="nodes of the launch (NUM_NODES)")
     ap.add_argument("--gpu-mem-gb", type=float, default=80.0, help="memory of one GPU for the fit verdict")
+    ap.add_argument("--gpu-type", default="H100", choices=sorted(GPU_PEAK_TFLOPS), help="GPU for the time estimate")
+    ap.add_argument("--mfu", type=float, default=DEFAULT_MFU, help="fraction of peak assumed by the FLOP estimate")
+    ap.add_argument("--gpu-check", type=Path, default=GPU_CHECK_JSON, help="the GPU check's measured JSON")
+    ap.add_argument("--start-rewards", action="store_true", help="the launch starts the reward servers")
+    ap.add_argument("--reward-gpus", default="", help="GPUs of the reward servers (REWARD_GPUS)")
+    ap.add_argument("--train-gpus", default="", help="training GPU slots (TRAIN_GPUS; default 0..NUM_GPUS-1)")
+    ap.add_argument("--python", action="append", default=[], metavar="REWARD=PATH", help="judge interpreters")
     ap.add_argument("overrides", nargs="*", help="dotted overrides, exactly as passed to maskgrpo.train")
-    args = ap.parse_args(argv)
-    if args.num_gpus < 1 or args.num_nodes < 1:
-        print(f"error: --num-gpus and --num-nodes must be >= 1, got {args.num_gpus} and {args.num_nodes}",
-              file=sys.stderr)  # fmt: skip
+    args = ap.parse_intermixed_args(argv)  # overrides may come before or after the flags
+    if args.num_gpus < 1 or args.num_nodes < 1 or not 0 < args.mfu <= 1:
+        print(f"error: --num-gpus and --num-nodes must be >= 1 and --mfu in (0, 1], got {args.num_gpus}, "
+              f"{args.num_nodes} and {args.mfu}", file=sys.stderr)  # fmt: skip
         return 2
     try:
         cfg = load_config(TrainRun, args.config, args.overrides)
@@ -533,6 +623,23 @@ def main(argv: list[str] | None = None) -> int:
     print(render(cfg, plan, rows, est, size, args.gpu_mem_gb))
     if by_method:
         print(render_methods(by_method))
+        print(time_section(cfg, plan, size, [r for r, _ in by_method], seq_len, n_img, codebook, checkpointing,
+                           args.gpu_type, args.mfu, args.gpu_check))  # fmt: skip
+    weights, _ = weights_section(cfg)
+    print(weights)
+    from maskgrpo.reward_launch import named_values, render_placement
+
+    train_gpus = ([int(g) for g in args.train_gpus.split(",")] if args.train_gpus
+                  else list(range(plan.gpus_per_node)))  # fmt: skip
+    peak = max(e.peak for _, e in by_method) if by_method else None
+    try:
+        pythons = named_values(args.python, "--python")
+        placement, reward_problems = render_placement(cfg, args.start_rewards, args.reward_gpus, train_gpus, peak,
+                                                      args.gpu_mem_gb, pythons)  # fmt: skip
+    except (ValueError, TypeError, RunError) as e:  # a reward entry whose client cannot be built
+        placement, reward_problems = f"reward servers: cannot list them ({e})", [f"rewards: {e}"]
+    print(placement)
+    problems += reward_problems
     if problems:
         print("problems:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """Text-to-image sequence layouts (MMaDA style) and the batch object every sampler and context builder reads.
 
-MMaDA row (models.md 2.2), text window W, N image slots::
+MMaDA row (docs/models.md 2.2), text window W, N image slots::
 
     [pad]*(W - len(t)) + t + [soi] + [mask]*N + [eoi]      t = [t2i] + [bos] + text + [eos]
 
@@ -107,7 +107,7 @@ class MMaDALayout:
         return torch.arange(start, start + self.num_image_tokens)  # (N,)
 
     def text_part(self, text_ids: list[int]) -> list[int]:
-        """[t2i] + [bos] + text + [eos], then left-padded or truncated to the text window (models.md 2.2)."""
+        """[t2i] + [bos] + text + [eos], then left-padded or truncated to the text window (docs/models.md 2.2)."""
         ids = list(text_ids)
         ids = ids if ids and ids[0] == self.bos_id else [self.bos_id] + ids
         t = [self.t2i_id] + ids + [self.eos_id]
@@ -136,12 +136,12 @@ class MMaDALayout:
 
 
 def mmada_8b(text_window: int = 513, grid: int = 32) -> MMaDALayout:
-    """The released MMaDA-8B ids (models.md 2.1): code k -> 126349 + k, mask 126336, 32x32 grid at 512 px."""
+    """The released MMaDA-8B ids (docs/models.md 2.1): code k -> 126349 + k, mask 126336, 32x32 grid at 512 px."""
     return MMaDALayout(pad_id=126093, bos_id=126080, eos_id=126081, t2i_id=126088, soi_id=126084, eoi_id=126085,
                        mask_id=126336, code_offset=126349, codebook_size=8192, text_window=text_window,
                        grid_h=grid, grid_w=grid)  # fmt: skip
 
 
 def tiny_mmada(text_window: int = 17, grid: int = 4) -> MMaDALayout:
-    """Real MMaDA ids with a small text window and grid, for tests (models.md 1.6)."""
+    """Real MMaDA ids with a small text window and grid, for tests (docs/models.md 1.6)."""
     return mmada_8b(text_window=text_window, grid=grid)

@@ -1,4 +1,4 @@
-"""Lumina-DiMOO text-to-image row layout (models.md 5) and its batching into a ``T2IBatch``.
+"""Lumina-DiMOO text-to-image row layout (docs/models.md 5) and its batching into a ``T2IBatch``.
 
 Upstream row for one prompt P (batch size 1, no padding)::
 
@@ -18,7 +18,7 @@ prefix length, and a key-padding mask (``attention_mask`` False on pads) hides t
 at the same positions in every conditional and unconditional row, so one ``image_positions`` (N,) serves the whole
 batch, exactly as for MMaDA. Because attention is bidirectional over real tokens only and RoPE depends only on
 relative offsets, each row's logits equal its upstream batch-1 logits up to float rounding (tested in fp32).
-models.md 5 suggests right padding; left padding is used instead because right padding would move the image
+docs/models.md 5 suggests right padding; left padding is used instead because right padding would move the image
 region per row. The pad id (``<|endoftext|>``, 126081) is arbitrary: pads are never attended to, and their own
 outputs are never read.
 
@@ -34,7 +34,7 @@ import torch
 from maskgrpo.layout import T2IBatch
 
 SYSTEM_PROMPT = "<system>Generate an image according to the text prompt.</system>"
-"""The T2I system prompt of Lumina-DiMOO (models.md 5)."""
+"""The T2I system prompt of Lumina-DiMOO (docs/models.md 5)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class LuminaLayout:
 
 
 def lumina_dimoo_8b(height: int = 1024, width: int = 1024) -> LuminaLayout:
-    """The released Lumina-DiMOO ids (models.md 5): code k -> 126356 + k, newline 126084, default 1024 x 1024."""
+    """The released Lumina-DiMOO ids (docs/models.md 5): code k -> 126356 + k, newline 126084, default 1024 x 1024."""
     return LuminaLayout(mask_id=126336, newline_id=126084, image_start_id=126349, image_end_id=126350,
                         uncond_id=126351, answer_start_id=126354, answer_end_id=126355, pad_id=126081,
                         code_offset=126356, codebook_size=8192, height=height, width=width)  # fmt: skip

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from maskgrpo.config.schema import LoraSettings
+from maskgrpo.layout import T2IBatch
 from maskgrpo.models import ALL_BLOCK_LINEARS, MASKGRPO_EFFECTIVE_LINEARS, lora_target_regex
 
 LORA_TARGETS = {"all": ALL_BLOCK_LINEARS, "maskgrpo_effective": MASKGRPO_EFFECTIVE_LINEARS}
@@ -84,3 +85,13 @@ def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 ReferenceContext = Callable[[], contextlib.AbstractContextManager]
+
+
+def code_logits(model: torch.nn.Module, batch: T2IBatch, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """(R, N, K) logits of input rows ``input_ids`` (R, T) at ``batch``'s image slots, over the K image codes only
+    (docs/method.md 1: the LM head is computed only there). The one code-logit pass of the trainer and the eval tools;
+    gradients flow (wrap in ``torch.no_grad()`` for old / reference / diagnostic passes)."""
+    vocab = (batch.code_offset, batch.code_offset + batch.codebook_size)
+    return model(input_ids=input_ids, attention_mask=attention_mask,
+                 logits_at=batch.image_positions.to(input_ids.device), vocab_slice=vocab).logits  # fmt: skip

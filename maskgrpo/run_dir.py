@@ -1,5 +1,5 @@
 """The run folder's guards: an exclusive lock, no silent reuse of a finished run's folder, and the config check on
-``--resume`` (issue 13 items 2-4).
+``--resume``.
 
 - :class:`RunLock`: ``fcntl.flock`` on ``<run>/.lock`` (holder's pid, host and start time written inside for the
   message). The kernel drops the lock when the process exits, however it exits, so a crash never leaves a stale lock.
@@ -27,7 +27,7 @@ from maskgrpo.errors import RunError
 
 LOCK_FILE = ".lock"
 RUN_FILES = ("config.yaml", "components.json", "metrics.jsonl", "checkpoints", "final", "images", "rollouts",
-             "wandb", "eval_before*", "eval_after*")  # fmt: skip
+             "wandb", "eval_before*", "eval_after*", "evals")  # fmt: skip
 """What a training run writes into its folder (glob patterns); ``--overwrite`` removes exactly these."""
 RESUME_SAFE_KEYS = (
     "rl.rounds",  # train longer (or stop earlier)
@@ -42,6 +42,9 @@ RESUME_SAFE_KEYS = (
     "rewards.*.kwargs.timeout",
     "rewards.*.kwargs.max_retries",
     "rewards.*.kwargs.backoff",
+    "rewards.*.kwargs.timeout_per_image",
+    "rewards.*.kwargs.max_outage_s",
+    "reward.max_outage_s",  # how long the run waits for a reward server that is down
 )
 """Dotted config keys (fnmatch patterns) that ``--resume`` accepts changed without ``--allow-config-change``: they
 change when and how the run is observed, saved or reaches its reward servers, never what it computes."""

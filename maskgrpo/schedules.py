@@ -1,4 +1,4 @@
-"""Mask schedules shared by the samplers and the trainer (written once, models.md 3.1)."""
+"""Mask schedules shared by the samplers and the trainer (written once, docs/models.md 3.1)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def cosine_gamma(r: float) -> float:
     """gamma(r) = cos(pi * r / 2): the fraction of image slots still masked at time r in [0, 1].
 
     gamma(0) = 1 (all masked), gamma(1) = 0 (none). MaskGIT / MUSE / MMaDA cosine schedule.
-    Test: tests/test_schedules.py (style_anchors Appendix A.6: 16 tokens, 4 steps -> 2, 3, 5, 6 revealed).
+    Test: tests/test_schedules.py (by hand: 16 tokens, 4 steps -> 2, 3, 5, 6 revealed).
     """
     return math.cos(math.pi * r / 2.0)
 
@@ -32,7 +32,7 @@ def cosine_reveal_counts(num_tokens: int, num_steps: int) -> list[int]:
 def cosine_gamma_fp32(r: float) -> float:
     """gamma(r) = cos(pi * r / 2) evaluated as a torch float32 cos, the numerics of MMaDA's ``t2i_generate``.
 
-    The MaskGIT commit counts in models.md 3.3 are defined by this rounding: fp64 moves some of them by one
+    The MaskGIT commit counts in docs/models.md 3.3 are defined by this rounding: fp64 moves some of them by one
     (T=12: 111/121 instead of 112/120), and gamma(1) = -4.37e-8 < 0 in fp32, so floor(N * gamma(1)) = -1.
     Test: tests/test_schedules.py, tests/test_samplers.py (the N=1024 tables).
     """
@@ -41,7 +41,7 @@ def cosine_gamma_fp32(r: float) -> float:
 
 
 def maskgit_masked_target(num_tokens: int, step: int, num_steps: int) -> int:
-    """m = floor(N * gamma((s + 1) / T)) in fp32: slots left masked after 0-based step s (models.md 3.3).
+    """m = floor(N * gamma((s + 1) / T)) in fp32: slots left masked after 0-based step s (docs/models.md 3.3).
 
     This is the target before the sampler clamps it to [1, unknown - 1]; it is relative to N, not to the number of
     slots still masked, and can be -1 at the last step (see ``cosine_gamma_fp32``).

@@ -7,10 +7,15 @@ Faults (a registry; TARGET is a dotted attribute, e.g. ``maskgrpo.checkpoint._pr
 
 - ``kill_before TARGET N``: SIGKILL this process when TARGET is called the N-th time (before it runs);
 - ``kill_after TARGET N``: SIGKILL this process right after the N-th call of TARGET returns;
-- ``kill_before_path TARGET PART``: SIGKILL at the first call of TARGET whose first argument contains PART;
+- ``kill_before_path TARGET PART[#K]``: SIGKILL at the K-th (default first) call of TARGET whose first argument
+  contains PART (calls from several threads count in the order they start);
 - ``enospc PATH_PART N``: from the N-th ``torch.save`` into a path containing PATH_PART on, write half of the bytes
   and raise OSError(ENOSPC), as a full disk does;
-- ``torn_metrics - N``: the N-th metrics line is written half (no newline), then SIGKILL (a crash mid-write).
+- ``torn_metrics - N``: the N-th metrics line is written half (no newline), then SIGKILL (a crash mid-write);
+- ``signal_before TARGET N[@RANK][:SIGNAL][+DELAY]``: send SIGNAL (default TERM) to this process before the N-th
+  call of TARGET, on rank RANK only when given (a cluster's preemption notice arriving at that point).
+
+Several ``FAULT TARGET N`` triples may precede ``--``.
 
 Only the process that reaches the fault dies; under torchrun the launcher then stops the other rank.
 """
@@ -24,6 +29,8 @@ import io
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,8 +94,43 @@ def kill_after(target: str, n: str) -> None:
 
 
 @FAULTS.register("kill_before_path")
-def kill_before_path(target: str, part: str) -> None:
-    _wrap(target, lambda _, args: bool(args) and part in str(args[0]), before=True)
+def kill_before_path(target: str, spec: str) -> None:
+    part, _, k = spec.partition("#")
+    seen = [0]
+    lock = threading.Lock()
+
+    def hit(_: int, args: tuple) -> bool:
+        if not (args and part in str(args[0])):
+            return False
+        with lock:
+            seen[0] += 1
+            return seen[0] == int(k or 1)
+
+    _wrap(target, hit, before=True)
+
+
+@FAULTS.register("signal_before")
+def signal_before(target: str, spec: str) -> None:
+    """SPEC = ``N[@RANK][:SIGNAL][+DELAY]``: before the N-th call of TARGET (on rank RANK only, when given), wait
+    DELAY seconds, then send SIGNAL (default TERM) to this process; the call then goes on (a cluster's notice)."""
+    spec, _, delay = spec.partition("+")
+    spec, _, sig = spec.partition(":")
+    n, _, rank = spec.partition("@")
+    if rank and os.environ.get("RANK", "0") != rank:
+        return
+    owner, name = _resolve(target)
+    original = getattr(owner, name)
+    calls = [0]
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == int(n):
+            time.sleep(float(delay or 0))
+            os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'TERM'}"))
+        return original(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
 
 
 @FAULTS.register("enospc")
@@ -135,9 +177,9 @@ def torn_metrics(_: str, n: str) -> None:
 def main() -> None:
     argv = sys.argv[1:]
     sep = argv.index("--")
-    fault, target, n = argv[:sep]
-    FAULTS.get(fault)(target, n)
-    from maskgrpo.train import main as train
+    for i in range(0, sep, 3):  # one or more FAULT TARGET N triples
+        FAULTS.get(argv[i])(argv[i + 1], argv[i + 2])
+    from maskgrpo.train import cli as train
 
     train(argv[sep + 1 :])
 

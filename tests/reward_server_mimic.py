@@ -1,6 +1,6 @@
 """A stand-in for the public reward-server (yifan123/reward-server at 92ac29f), for tests on loopback.
 
-Written from the protocol facts only (benchmarks.md section 3 and issue 18), not from its code:
+Written from the protocol facts only (docs/benchmarks.md section 3 and issue 18), not from its code:
 
 - one route, ``POST /``; anything else gets an HTML "404 Not Found" page and ``GET /`` a 405, as Flask answers;
 - request body ``pickle.dumps(dict)`` with JPEG bytes under ``images`` (opened as JPEG only), loaded with
@@ -12,7 +12,11 @@ Written from the protocol facts only (benchmarks.md section 3 and issue 18), not
   floats; the extras and DeQA's outputs are numpy scalars pickled as numpy 1 writes them
   (``numpy.core.multiarray.scalar``);
 - a failure is HTTP 500 with the Python traceback as text (GenEval reads ``data["only_strict"]`` and each
-  metadata's ``tag`` unconditionally, hence ``KeyError`` when they are missing).
+  metadata's ``tag`` and ``prompt`` unconditionally, hence ``KeyError`` when they are missing).
+
+Run as a program (``python tests/reward_server_mimic.py APP --port P [--delay S]``) it serves one app in the
+foreground, printing ``serving ...`` when it listens and ``received`` when a request is in (before an optional delay),
+so a test can kill it in the middle of a request and start it again on the same port.
 
 The models are stubs on flat test images: the level ``q = round(mean_pixel / 255 * 4)`` (0..4, robust to JPEG) is
 the "detector" / "judge" output, so scores are exact and their order checkable.
@@ -20,9 +24,12 @@ the "detector" / "judge" output, so scores are exact and their order checkable.
 
 from __future__ import annotations
 
+import argparse
 import io
 import pickle
+import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,6 +97,7 @@ def geneval_app(data: dict) -> dict:
     scores, strict, groups, group_strict = [], [], {t: [] for t in GENEVAL_TAGS}, {t: [] for t in GENEVAL_TAGS}
     for i, (image, meta) in enumerate(zip(data["images"], data["meta_datas"])):
         q = level(image)
+        _ = meta["prompt"]  # read unconditionally upstream (its result rows carry the prompt)
         if meta.get("stub_fail"):
             _detector_failure(30, i)
         score = q / 4
@@ -170,6 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.server.lock:
             self.server.bodies.append(body)
+        if self.server.delay:
+            print("received", flush=True)
+            time.sleep(self.server.delay)
         try:
             data = Numpy126Unpickler(io.BytesIO(body)).load()
             with self.server.lock:
@@ -189,15 +200,17 @@ class MimicServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, app: str) -> None:
+    def __init__(self, app: str, port: int = 0, delay: float = 0.0, thread: bool = True) -> None:
         self.app = APPS[app]
+        self.delay = delay
         self.bodies: list[bytes] = []
         self.requests: list[dict] = []
         self.answers: list[bytes] = []
         self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        super().__init__(("127.0.0.1", port), _Handler)
+        if thread:
+            self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            self._thread.start()
 
     @property
     def base_url(self) -> str:
@@ -207,3 +220,18 @@ class MimicServer(ThreadingHTTPServer):
         self.shutdown()
         self._thread.join()
         self.server_close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="serve one public reward-server stand-in on loopback")
+    parser.add_argument("app", choices=sorted(APPS))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to sleep in each request before answering")
+    args = parser.parse_args()
+    mimic = MimicServer(args.app, args.port, args.delay, thread=False)
+    print(f"serving {args.app} on {mimic.base_url}", flush=True)
+    try:
+        mimic.serve_forever(poll_interval=0.05)
+    finally:
+        mimic.server_close()
+        sys.exit(0)

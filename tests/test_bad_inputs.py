@@ -1,4 +1,4 @@
-"""Bad inputs a user meets (issue 13 items 7-9): each through the real trainer entry point, each one line on stderr
+"""Bad inputs a user meets: each through the real trainer entry point, each one line on stderr
 naming the file (and line / key), exit status 2, no traceback, no run folder left behind.
 
 Most cases run ``maskgrpo.train.main`` in this process (it raises SystemExit like the CLI); two run the CLI in a
@@ -158,7 +158,7 @@ def test_non_utf8_and_missing_prompt_files(toy_base_dir, tmp_path, capsys):
 
 
 def test_caption_words_the_shapes_reward_cannot_score_are_refused(toy_base_dir, tmp_path, capsys):
-    """Issue 13 item 9: 'a photo of a giraffe' no longer trains silently with reward 0 (every word <unk>)."""
+    """'a photo of a giraffe' no longer trains silently with reward 0 (every word <unk>)."""
     giraffe = {"tag": "single_object", "include": [{"class": "giraffe", "count": 1}], "prompt": "a photo of a giraffe"}
     zebra = {**giraffe, "prompt": "a photo of a striped zebra"}
     prompts = write_jsonl(tmp_path / "zoo.jsonl", [SHAPES_META, giraffe, zebra])
@@ -172,9 +172,9 @@ def test_caption_words_the_shapes_reward_cannot_score_are_refused(toy_base_dir, 
 def test_unknown_words_warn_once_per_file_when_every_reward_can_score_them(toy_base_dir, tmp_path):
     """An open-vocabulary reward (declares no vocabulary: CLIP, HTTP servers) can score any caption: the backbone's
     unknown words are listed in one warning instead. A ShapesWorld reward declares the world's words."""
-    from maskgrpo.backbones.shapes import load_shapes
     from maskgrpo.prompts import check_prompts, read_prompt_file
     from maskgrpo.rewards import RewardSpec, build_rewards
+    from maskgrpo.toy.backbone import load_shapes
 
     backbone = load_shapes(toy_base_dir)
     prompts = read_prompt_file(write_jsonl(tmp_path / "p.jsonl", [SHAPES_META] + [

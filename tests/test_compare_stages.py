@@ -1,9 +1,11 @@
-"""eval.compare shows HT-GRPO's per-stage metrics (issue 14 item 4): loaded per round, plotted per stage."""
+"""eval.compare shows HT-GRPO's per-stage metrics: loaded per round, plotted per stage."""
 
 import json
 import math
 from pathlib import Path
 
+import numpy as np
+import pytest
 from PIL import Image
 
 from eval import compare
@@ -42,3 +44,44 @@ def test_compare_plots_stages_only_for_runs_that_log_them(tmp_path):
         assert im.width > im.height > 0
     compare.compare([str(mg)], None, False, out)  # a baseline-only comparison: no (stale) stage plot
     assert not (out / "stage_metrics.png").exists() and (out / "reward_curves.png").is_file()
+
+
+def test_plots_name_the_configured_base_and_say_what_the_band_is(tmp_path):
+    runs = [make_run(tmp_path, f"ht{i}", True) for i in range(2)]
+    for d in runs:  # the run's config.yaml names the base as configured
+        (d / "config.yaml").write_text("run:\n  seed: 0\nbackbone:\n  name: shapes\n  path: assets/toy_base\n")
+    groups = {"htgrpo": [compare.load_run(d) for d in runs]}
+    fig = compare.plot_curves(groups, tmp_path / "r.png", smooth=2)
+    (ax,) = fig.axes
+    assert fig._suptitle.get_text().endswith("\nbase assets/toy_base")
+    assert ax.get_legend().get_texts()[0].get_text() == "htgrpo (n=2)"
+    (caption,) = [t.get_text() for t in fig.texts if t is not fig._suptitle]
+    assert "band: ±1 sample SD" in caption and "n = 2 runs (seeds) per line" in caption and "2-round moving" in caption
+    assert len(ax.collections) == 1  # the band of the one 2-run line
+    fig = compare.stage_figure(groups)
+    assert fig._suptitle.get_text().endswith(", base assets/toy_base")
+    assert any("mean over a group's n runs" in t.get_text() for t in fig.texts)
+    # one run per line: no band, and the caption says so; a run without config.yaml adds no base
+    bare = make_run(tmp_path, "bare", False)
+    fig = compare.plot_curves({"bare": [compare.load_run(bare)]}, tmp_path / "b.png")
+    assert fig._suptitle.get_text() == "training reward/mean per round" and not fig.axes[0].collections
+    assert [t.get_text() for t in fig.texts if t is not fig._suptitle] == ["One run per line (n = 1), no band."]
+    (bare / "config.yaml").write_text("backbone: [unclosed")
+    with pytest.raises(ValueError, match=r"bare/config.yaml: no backbone.path in it \(ParserError"):
+        compare.configured_base(bare)
+
+
+def test_more_than_three_groups_become_small_multiples_with_a_reference_line(tmp_path):
+    """Never 4+ overlapping bands on one axis: one panel per group, shared axes, the first group dashed in each."""
+    from eval.study_stats import OVERLAY_MAX, plot_metric_curves
+
+    rounds = np.arange(1, 6)
+    groups = {f"m{i}": [(rounds, rounds * 0.1 + i), (rounds, rounds * 0.1 + i + 0.05)] for i in range(OVERLAY_MAX + 2)}
+    fig = plot_metric_curves(groups, tmp_path / "m.png", "x")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == OVERLAY_MAX + 2
+    assert all(len(ax.collections) == 1 for ax in panels)  # one band per panel
+    assert [len(ax.lines) for ax in panels] == [1] + [2] * (OVERLAY_MAX + 1)  # + the first group's dashed mean
+    assert panels[1].lines[0].get_linestyle() == "--" and panels[0].get_shared_y_axes().joined(panels[0], panels[3])
+    few = plot_metric_curves(dict(list(groups.items())[:OVERLAY_MAX]), tmp_path / "f.png", "x")
+    assert len(few.axes) == 1 and len(few.axes[0].collections) == OVERLAY_MAX

@@ -1,5 +1,6 @@
-"""The rule every context builder keeps (method.md 3.5): a token is never scored at a slot that is visible in its
-own input row. One test over every registered builder; the upstream mask-count quirk is the one explicit exemption."""
+"""The rule every round plan keeps (docs/method.md 3.5): a token is never trained at a slot that is visible in its own
+input row. Checked on the support that actually trains (the plan: context builder + loss, as the trainer builds it),
+over every registered builder; the upstream mask-count quirk is the one explicit exemption."""
 
 from pathlib import Path
 
@@ -8,8 +9,10 @@ import torch
 
 import htgrpo_patch  # noqa: F401  (registers fully_masked and revealed_structure)
 from htgrpo_patch.config import HTGRPOOptions
-from maskgrpo.algo.contexts import CONTEXTS, scored_at_visible_slot
+from maskgrpo.algo.contexts import trained_at_visible_slot
+from maskgrpo.algo.plan import plan_round
 from maskgrpo.algo.types import Rollouts
+from maskgrpo.catalog import CONTEXTS, LOSSES
 from maskgrpo.components import load_preset
 from maskgrpo.config import load_config
 from maskgrpo.config.schema import TrainRun
@@ -28,7 +31,7 @@ CASES = {  # case -> (config, overrides); every registered builder appears at le
     "random_remask upstream_count": ("toy_maskgrpo.yaml", ["remask.loss_mask=upstream_count"]),
 }
 EXEMPT = {"random_remask upstream_count"}
-"""Upstream MaskGRPO's quirk (method.md 2): every token weighted by how many of the mu masks covered it."""
+"""Upstream MaskGRPO's quirk (docs/method.md 2): every token weighted by how many of the mu masks covered it."""
 
 
 def rollouts(p: int = 2, g: int = 3, n: int = 20, steps: int = 6, seed: int = 0) -> Rollouts:
@@ -46,11 +49,13 @@ def rollouts(p: int = 2, g: int = 3, n: int = 20, steps: int = 6, seed: int = 0)
 
 
 def build(case: str):
+    """(context name, context builder, loss) of a case, resolved from its config as the trainer resolves them."""
     config, overrides = CASES[case]
     cfg = load_config(TrainRun, REPO / "configs" / config, overrides)
     preset = load_preset(cfg.patch)
     name = cfg.rl.context or preset.context
-    return name, CONTEXTS.get(name)(cfg, preset.options(cfg))
+    options = preset.options(cfg)
+    return name, CONTEXTS.get(name)(cfg, options), LOSSES.get(cfg.rl.loss or preset.loss)(cfg, options)
 
 
 def test_cases_cover_every_registered_builder():
@@ -58,17 +63,19 @@ def test_cases_cover_every_registered_builder():
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_no_token_is_scored_at_a_slot_visible_in_its_own_row(case):
+def test_no_token_is_trained_at_a_slot_visible_in_its_own_row(case):
     r = rollouts()
     mu = 8
-    contexts = build(case)[1].build(r, mu, torch.Generator().manual_seed(1))
-    visible = scored_at_visible_slot(r, contexts)  # (mu, B, N)
+    _, context, loss = build(case)
+    gens = {"context": torch.Generator().manual_seed(1), "loss": torch.Generator().manual_seed(2)}
+    plan = plan_round(context, loss, r, mu, gens)
+    visible = trained_at_visible_slot(r, plan)  # (mu, B, N)
     assert visible.shape == (mu, *r.codes.shape)
-    assert sum(bool((u.support > 0).any()) for u in contexts.updates) == mu  # every update scores some tokens
+    assert sum(bool((u.support > 0).any()) for u in plan.updates) == mu  # every update trains some tokens
     if case in EXEMPT:  # the quirk is live: visible tokens do get loss
         assert bool(visible.any())
     else:
-        assert not bool(visible.any()), f"{case}: {int(visible.sum())} scored tokens visible in their own row"
+        assert not bool(visible.any()), f"{case}: {int(visible.sum())} trained tokens visible in their own row"
 
 
 def test_revealed_structure_rows_hand_checked():

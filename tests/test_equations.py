@@ -1,4 +1,4 @@
-"""Hand-computed checks of the baseline equations (numbers from style_anchors.md Appendix A)."""
+"""Hand-computed checks of the baseline equations (each case worked out in its comment)."""
 
 import math
 
@@ -13,6 +13,7 @@ from maskgrpo.algo.equations import (
     group_advantages,
     k3_kl,
     remask_ratio,
+    token_advantages,
     token_loss,
     zero_std_fraction,
 )
@@ -43,7 +44,16 @@ def test_group_advantages_rejects_bad_groups():
         group_advantages(torch.zeros(5), 2)
 
 
-def test_clipped_surrogate_appendix_a2():
+def test_token_advantages_weight_times_advantage():
+    # A_hat = w * A: A = [2, -1], w = [[0.8, 1.2], [1, 1]] -> [[1.6, 2.4], [-1, -1]]; w = 1 returns A_i bit for bit
+    a = torch.tensor([2.0, -1.0])
+    got = token_advantages(a, torch.tensor([[0.8, 1.2], [1.0, 1.0]]))
+    torch.testing.assert_close(got, torch.tensor([[1.6, 2.4], [-1.0, -1.0]]))
+    x = torch.randn(5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(token_advantages(x, torch.ones(5, 3)), x[:, None].expand(5, 3))
+
+
+def test_clipped_surrogate_hand_computed():
     ratio = torch.tensor([1.5, 0.5, 0.5, 1.1])
     adv = torch.tensor([1.0, -1.0, 1.0, 2.0])
     # loss = -surr: -1.2 (clipped), +0.8 (clipped), -0.5 (not clipped), -2.2 (not clipped)
@@ -56,7 +66,7 @@ def test_clipped_surrogate_gradient_only_where_unclipped():
     assert ratio.grad.tolist() == [0.0, 1.0]  # 1.5 is clipped at 1.2 (no gradient); 0.5 passes through
 
 
-def test_k3_kl_appendix_a3():
+def test_k3_kl_hand_computed():
     # pi_ref / pi_theta = 2: 2 - ln 2 - 1 = 0.306853
     kl = k3_kl(torch.tensor([math.log(0.25)]), torch.tensor([math.log(0.5)]))
     assert abs(kl.item() - 0.306853) < 1e-6
@@ -74,7 +84,7 @@ def test_token_loss_combines_surrogate_and_unweighted_kl():
     assert token_loss(logp, old, None, torch.tensor([[2.0]]), 0.2, 0.1).item() == -2.0
 
 
-def test_aggregation_modes_appendix_a4():
+def test_aggregation_modes_hand_computed():
     loss = torch.tensor([[1.0, 1, 1, 1], [4, 0, 0, 0]])
     mask = torch.tensor([[1.0, 1, 1, 1], [1, 0, 0, 0]])
     assert aggregate_token_mean(loss, mask).item() == pytest.approx(1.6)  # 8 / 5
@@ -98,7 +108,7 @@ def test_remask_ratio_schedule_method_2():
         remask_ratio(0, 4, 0.6)
 
 
-def test_code_logprobs_appendix_a5_and_shared_rows():
+def test_code_logprobs_hand_computed_and_shared_rows():
     logits = torch.tensor([[[0.0, 0.0, math.log(2.0)], [0.0, 0.0, math.log(2.0)]]])  # (1, 2, 3): p = [.25, .25, .5]
     lp = code_logprobs(logits, torch.tensor([[2, 0]]))
     torch.testing.assert_close(lp, torch.tensor([[math.log(0.5), math.log(0.25)]]))

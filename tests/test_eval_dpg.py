@@ -75,6 +75,12 @@ def test_layout_is_one_flat_folder_of_grids_with_r_outside(full_run):
             assert im.size == (2 * r, 2 * r) and im.mode == "RGB"
 
 
+def test_generation_dtype_defaults_to_auto():
+    """bf16 on a GPU by default (eval.common.resolve_dtype), as GenEval generation."""
+    args = dpg_generate.build_parser().parse_args(["--outdir", "x", "--prompts", "p.jsonl"])
+    assert args.dtype == "auto"
+
+
 @needs_data
 def test_saved_grid_crops_are_the_samples_of_that_prompt(full_run):
     out, _ = full_run

@@ -68,6 +68,18 @@ def test_layout_folder_and_sample_names_and_metadata_lines(full_run):
         assert im.mode == "RGB" and im.size[0] == im.size[1] > 0
     info = json.loads((out / "generation.json").read_text())
     assert info["samples"] == 4 and info["sampler"]["num_steps"] == 2
+    assert info["model"]["dtype"] == "float32"  # --dtype auto on a machine without CUDA
+
+
+def test_generation_runs_in_bf16_on_a_gpu_by_default():
+    """--dtype defaults to auto: bfloat16 on CUDA (half the memory of an 8B model, bf16 tensor cores), float32 on
+    CPU; an explicit dtype stays as given."""
+    from eval.common import resolve_dtype
+
+    args = geneval_generate.build_parser().parse_args(["--metadata", "m", "--outdir", "o"])
+    assert args.dtype == "auto"
+    assert resolve_dtype("auto", "cuda:3") == "bfloat16" and resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("float32", "cuda:0") == "float32" and resolve_dtype("float16", "cpu") == "float16"
 
 
 @needs_data

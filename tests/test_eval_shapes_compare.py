@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures_toy import model_args, toy_final_dir
+from fixtures_toy import model_args, toy_base_dir, toy_final_dir
 from PIL import Image
 
 from eval import compare, shapes_eval
+from maskgrpo.observe import GRID_BORDER_PX, GRID_GAP_PX, GRID_HEADER_PX, GRID_LINE_PX, MARKS
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -27,13 +28,22 @@ def test_shapes_eval_writes_table_json_and_a_grid_per_tag(tmp_path, capsys):
     assert summary["num_images"] == 12 * 2 and summary["config"]["samples"] == 2
     assert summary["config"]["sampler"] == {"name": "maskgit", "num_steps": 2, "cfg_scale": 3.5, "options": {}}
     assert "| **overall** |" in printed and "| counting |" in printed
+    canvas = json.loads((toy_base_dir() / "world.json").read_text())["world"]["canvas"]
+    side = canvas * 4  # tag grids upscale x4
+    b = GRID_BORDER_PX
+    tile_w, tile_h = max(side + 2 * b, 160), 2 * b + side + 4 + 2 * GRID_LINE_PX  # mark word + "sample j"
     for tag in GENEVAL_TAGS:
         rows = (out / f"shapes_eval_{tag}.txt").read_text().splitlines()
         assert rows and all(len(r.split("  ", 1)[0]) == 2 for r in rows)  # one verdict per sample
         with Image.open(out / f"shapes_eval_{tag}.png") as im:
-            # sample_grid: (h + 2) px per tile, x4 upscaling; 2 columns = the samples of one prompt, one row each
-            side = im.width // (2 * 4) - 2
-            assert side > 0 and im.height == len(rows) * (side + 2) * 4
+            # one row per prompt under its caption header, its 2 samples side by side
+            assert im.size == (2 * (tile_w + GRID_GAP_PX), len(rows) * (GRID_HEADER_PX + tile_h))
+            for r, row in enumerate(rows):  # every sample's border carries the verdict of the .txt file
+                y = r * (GRID_HEADER_PX + tile_h) + GRID_HEADER_PX + 1
+                for j, verdict in enumerate(row.split("  ", 1)[0]):
+                    assert im.convert("RGB").getpixel((j * (tile_w + GRID_GAP_PX) + 1, y)) == MARKS[verdict == "1"][1]
+    with Image.open(out / "shapes_eval_samples.png") as im:  # per tag: a header, one row of x3 tiles with captions
+        assert im.height == len(GENEVAL_TAGS) * (GRID_HEADER_PX + 2 * b + canvas * 3 + 4 + 4 * GRID_LINE_PX)
     assert (out / "shapes_eval.md").read_text().startswith("| tag | accuracy |")
 
 

@@ -1,6 +1,9 @@
 """Issue 13, the parts that need no training run: torn metrics lines, the resume config diff, the run-folder lock,
-the non-finite guards and how ``latest`` is read (the runs themselves: tests/test_faults_run.py)."""
+the non-finite guards and how ``latest`` is read (the runs themselves: tests/test_faults_run.py); issue 26: metrics
+restored from a checkpoint's copy, chunked digests hashed by the rank that wrote each file, the ZeRO-3 refusal."""
 
+import hashlib
+import json
 import math
 import os
 import signal
@@ -13,7 +16,20 @@ import pytest
 import torch
 from procs import alive, children
 
-from maskgrpo.checkpoint import candidates
+from maskgrpo import checkpoint
+from maskgrpo.checkpoint import (
+    MANIFEST,
+    METRICS_COPY,
+    TrainerState,
+    candidates,
+    checkpoint_world_size,
+    file_owner,
+    load_resharded,
+    save_checkpoint,
+    select_checkpoint,
+    verify_checkpoint,
+)
+from maskgrpo.digests import chunk_digests, num_chunks, sha256_file
 from maskgrpo.errors import RunError
 from maskgrpo.guards import FiniteLosses, diverged_policy_error, require_finite_grad_norm
 from maskgrpo.jsonl import read_append_log
@@ -236,3 +252,146 @@ def test_worker_exits_when_the_outer_deepspeed_runner_dies(tmp_path):
         for pid in pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+# ---- issue 26 item 5: metrics history restored from the checkpoint's copy ----------------------------------------
+def _metrics_run(tmp_path, rounds: int) -> tuple[MetricsLog, Path]:
+    """A run folder whose metrics.jsonl holds ``rounds`` rounds, and a checkpoint folder of round 3 with its copy."""
+    log = MetricsLog(tmp_path, enabled=True)
+    for r in range(1, rounds + 1):
+        log.log({"round": r, "reward/mean": r / 10})
+    ckpt = tmp_path / "checkpoints" / "round-000003"
+    ckpt.mkdir(parents=True)
+    (ckpt / METRICS_COPY).write_text("".join(line + "\n" for line in log.path.read_text().splitlines()[:3]))
+    return log, ckpt
+
+
+ROUNDS_1_3 = '{"round": 1, "reward/mean": 0.1}\n{"round": 2, "reward/mean": 0.2}\n{"round": 3, "reward/mean": 0.3}\n'
+
+
+@pytest.mark.parametrize(
+    "damage, note",
+    [(lambda p: p.unlink(), "lacked rounds 1-3: restored from"),
+     (lambda p: p.write_text(p.read_text().splitlines()[0] + "\n"), "lacked rounds 2-3: restored from"),
+     (lambda p: p.write_text(p.read_text()[:50]), "lacked rounds 2-3: restored from"),  # cut mid-line
+     (lambda p: p.write_text("".join(x + "\n" for i, x in enumerate(p.read_text().splitlines()) if i != 1)),
+      "lacked round 2: restored from")],
+    ids=["deleted", "first_line_only", "cut_mid_line", "one_line_lost"],
+)  # fmt: skip
+def test_metrics_lost_after_a_checkpoint_are_restored_from_its_copy(tmp_path, capsys, damage, note):
+    log, ckpt = _metrics_run(tmp_path, rounds=4)  # round 4 ran after the checkpoint of round 3
+    damage(log.path)
+    log.truncate_after(3, ckpt)
+    out = capsys.readouterr().out
+    assert f"{note} {ckpt / METRICS_COPY}" in out, out
+    assert log.path.read_text() == ROUNDS_1_3  # rounds 1..3 back, round 4 (after the checkpoint) still dropped
+
+
+def test_metrics_intact_or_without_copy(tmp_path, capsys):
+    log, ckpt = _metrics_run(tmp_path, rounds=4)
+    log.truncate_after(3, ckpt)  # nothing lost: no note, round 4 dropped as before
+    assert capsys.readouterr().out == "" and log.path.read_text() == ROUNDS_1_3
+    (ckpt / METRICS_COPY).unlink()  # a checkpoint without a copy: the lost rounds are named, nothing refused
+    log.path.write_text(ROUNDS_1_3.splitlines()[0] + "\n")
+    log.truncate_after(3, ckpt)
+    err = capsys.readouterr().err
+    assert f"warning: {log.path} lacks rounds 2-3 (no copy to restore from): their metrics are lost" in err
+    assert log.path.read_text() == ROUNDS_1_3.splitlines()[0] + "\n"
+
+
+# ---- issue 26 item 6: chunked digests, each rank hashing its own files ---------------------------------------------
+def test_chunk_digests_match_hashlib_on_every_range(tmp_path):
+    f = tmp_path / "shard.bin"
+    data = os.urandom(5 * 1000 + 17)
+    f.write_bytes(data)
+    tasks = [(f, i) for i in range(num_chunks(len(data), 1000))]
+    assert len(tasks) == 6 and num_chunks(0, 1000) == 1 and num_chunks(1000, 1000) == 1 and num_chunks(9, None) == 1
+    for threads in (1, 3):
+        got = chunk_digests(tasks, 1000, threads)
+        assert [got[t] for t in tasks] == [hashlib.sha256(data[i * 1000 : (i + 1) * 1000]).hexdigest() for i in
+                                           range(6)]  # fmt: skip
+    assert chunk_digests([(f, 0)], None, 2)[f, 0] == hashlib.sha256(data).hexdigest() == sha256_file(f)
+    assert isinstance(chunk_digests([(tmp_path / "gone", 0)], 1000, 1)[tmp_path / "gone", 0], FileNotFoundError)
+
+
+def test_each_rank_hashes_the_files_it_wrote():
+    owners = {rel: file_owner(rel, 8) for rel in (
+        "state/mp_rank_00_model_states.pt", "state/zero_pp_rank_3_mp_rank_00_optim_states.pt",
+        "state/bf16_zero_pp_rank_7_mp_rank_00_optim_states.pt", "trainer_rank5.pt", "zero_to_fp32.py",
+        METRICS_COPY)}  # fmt: skip
+    assert list(owners.values()) == [0, 3, 7, 5, 0, 0]
+    assert file_owner("trainer_rank9.pt", 8) == 0  # a rank beyond the world falls to rank 0
+
+
+class _FakeEngine:
+    """Writes what DeepSpeed writes, at sizes that span several digest chunks."""
+
+    module = torch.nn.Linear(2, 2)
+
+    def zero_optimization_stage(self) -> int:
+        return 2
+
+    def save_checkpoint(self, save_dir: str, tag: str, save_latest: bool, exclude_frozen_parameters: bool) -> None:
+        d = Path(save_dir) / tag
+        d.mkdir()
+        (d / "mp_rank_00_model_states.pt").write_bytes(os.urandom(5000))
+        (d / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(os.urandom(2500))
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(checkpoint, "CHUNK_BYTES", 1024)
+
+
+def test_chunked_manifest_verifies_and_names_a_damaged_chunk(tmp_path, small_chunks, capsys):
+    root = tmp_path / "checkpoints"
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(ROUNDS_1_3)
+    for r in (1, 2):
+        save_checkpoint(_FakeEngine(), root, TrainerState(round=r), rank=0, world=1, keep=2, metrics=metrics)
+    ckpt = root / "round-000002"
+    m = json.loads((ckpt / MANIFEST).read_text())
+    assert m["format"] == "htgrpo-checkpoint/2" and m["chunk_bytes"] == 1024 and m["world_size"] == 1
+    model = "state/mp_rank_00_model_states.pt"
+    assert len(m["files"][model]["sha256"]) == 5 and m["files"][METRICS_COPY]["size"] == len(ROUNDS_1_3)
+    assert (ckpt / METRICS_COPY).read_text() == ROUNDS_1_3
+    assert verify_checkpoint(ckpt, 0, 1) is None
+    data = bytearray((ckpt / model).read_bytes())
+    data[4100] ^= 1  # one bit in the last chunk
+    (ckpt / model).write_bytes(bytes(data))
+    assert verify_checkpoint(ckpt, 0, 1) == f"{model}: digest mismatch"
+    assert select_checkpoint(root, 0, 1).name == "round-000001"
+    assert "checkpoint round-000002 is damaged (state/mp_rank_00_model_states.pt: digest mismatch)" in (
+        capsys.readouterr().err)  # fmt: skip
+    (ckpt / model).write_bytes(bytes(data[:3000]))
+    assert verify_checkpoint(ckpt, 0, 1) == f"{model}: 3000 bytes, expected 5000 (truncated)"
+
+
+def test_whole_file_manifest_of_format_1_still_verifies(tmp_path, small_chunks):
+    """Checkpoints written before chunked digests (format 1: one SHA-256 per file) verify as one chunk per file."""
+    root = tmp_path / "checkpoints"
+    ckpt = save_checkpoint(_FakeEngine(), root, TrainerState(round=1), rank=0, world=1, keep=2)
+    m = json.loads((ckpt / MANIFEST).read_text())
+    files = {rel: {"size": e["size"], "sha256": hashlib.sha256((ckpt / rel).read_bytes()).hexdigest()}
+             for rel, e in m["files"].items()}  # fmt: skip
+    (ckpt / MANIFEST).write_text(json.dumps({"format": "htgrpo-checkpoint/1", "round": 1, "world_size": 1,
+                                             "files": files}))  # fmt: skip
+    assert verify_checkpoint(ckpt, 0, 1) is None and checkpoint_world_size(ckpt) == 1
+    (ckpt / "trainer_rank0.pt").write_bytes(b"x" * m["files"]["trainer_rank0.pt"]["size"])
+    assert verify_checkpoint(ckpt, 0, 1) == "trainer_rank0.pt: digest mismatch"
+
+
+def test_zero3_checkpoint_on_another_world_size_is_refused_with_the_way_out(tmp_path):
+    ckpt = tmp_path / "round-000004"
+    ckpt.mkdir()
+    (ckpt / MANIFEST).write_text(json.dumps({"format": "htgrpo-checkpoint/2", "round": 4, "world_size": 2,
+                                             "chunk_bytes": 1024, "files": {}}))  # fmt: skip
+
+    class Zero3:
+        def zero_optimization_stage(self) -> int:
+            return 3
+
+    with pytest.raises(RunError) as e:
+        load_resharded(Zero3(), ckpt, rank=0, world=1)
+    assert str(e.value) == (f"checkpoint {ckpt} was written by 2 ranks, this run has 1: a ZeRO-3 checkpoint resumes "
+                            "only on 2 (NPROC=2, torchrun --nproc_per_node=2)")  # fmt: skip

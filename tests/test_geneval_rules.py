@@ -1,4 +1,4 @@
-"""GenEval decision rules and the partial-credit reward on hand-made detections (benchmarks.md section 1).
+"""GenEval decision rules and the partial-credit reward on hand-made detections (docs/benchmarks.md section 1).
 
 No images: ``classify_colors`` reads each detection's colour from a dict keyed by the detection itself
 (``Detection`` hashes by identity). Every expected number is worked out in a comment next to it.
@@ -302,7 +302,7 @@ def test_partial_credit_unknown_variant_lists_valid_ones():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Issue 14 item 8: details checked against the official evaluate_images.py / reward-server gen_eval.py
+# Details checked against the official evaluate_images.py / reward-server gen_eval.py
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -428,7 +428,7 @@ def satisfying_detections(meta: dict) -> tuple[dict[str, list[Detection]], dict[
 def test_official_metadata_parses_and_fails_on_empty_detections():
     metas = load_metadata()
     assert len(metas) == 553
-    # Tag counts from benchmarks.md section 1.
+    # Tag counts from docs/benchmarks.md section 1.
     assert Counter(m["tag"] for m in metas) == {
         "single_object": 80,
         "two_object": 99,

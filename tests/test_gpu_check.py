@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from forward_counts import max_rollout_forwards
@@ -20,6 +21,7 @@ from eval.gpu_check import (
 )
 
 G, MU, P, STEPS = 9, 8, 3, 12
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_linear_extrapolation_to_32_blocks() -> None:
@@ -93,18 +95,38 @@ def test_tiny_cpu_run_writes_a_consistent_report(tmp_path) -> None:
     assert rep["fits"] == NO_CUDA
     bf16 = rep["bf16_vs_fp32"]
     assert 0 < bf16["max_abs_diff"] < 0.1 and bf16["tokens_scored"] == 16
+    # what the dry runs match before they use the measured round time (maskgrpo/launch_time.py): the MMaDA
+    # configs' G, mu, steps and CFG, this run's row length and LoRA rank, 3 prompts per GPU
+    assert rep["workload"] == {"backbone": "mmada", "seq_len": 35, "group_size": 9, "num_inner_updates": 8,
+                               "num_steps": 12, "cfg_scale": 3.5, "lora_r": 8, "prompts_per_gpu": 3}  # fmt: skip
+
+
+def test_the_real_shape_is_the_configs_shape() -> None:
+    """The check measures the rows the runs train on: the configs' text window (513: 1539-token rows), grid and
+    LoRA rank, on MMaDA-8B's width, heads, MLP and vocabulary (docs/models.md 1.1)."""
+    import yaml
+
+    from eval.gpu_check import REAL
+
+    for name in ("mmada_maskgrpo", "mmada_htgrpo"):
+        cfg = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+        assert (REAL.text_window, REAL.grid) == (
+            cfg["backbone"]["options"]["text_window"],
+            cfg["backbone"]["options"]["grid"],
+        )
+        assert REAL.lora_r == cfg["lora"]["r"]
+    assert (REAL.d_model, REAL.n_heads, REAL.mlp_hidden_size, REAL.vocab) == (4096, 32, 12288, 134656)
+    assert REAL.text_window + REAL.grid**2 + 2 == 1539 and REAL.vq_config is None  # the released MAGVIT-v2
 
 
 def test_without_cuda_the_gpu_check_stops_with_one_line(tmp_path) -> None:
-    """A user runs the GPU check on a machine without CUDA: exit 2, one line that says what to run, nothing written."""
+    """A user runs `bash launch/gpu_check.sh` on a machine without CUDA: exit 2, one line that says what to run,
+    nothing written."""
     import os
     import subprocess
-    import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    r = subprocess.run([sys.executable, "-m", "eval.gpu_check", "--out", str(tmp_path / "out")], cwd=repo, env=env,
+    r = subprocess.run(["bash", "launch/gpu_check.sh", "--out", str(tmp_path / "out")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1] == (

@@ -1,4 +1,4 @@
-"""Hand-computed checks of the HT-GRPO equations (htgrpo_patch/equations.py, method.md section 3)."""
+"""Hand-computed checks of the HT-GRPO equations (htgrpo_patch/equations.py, docs/method.md section 3)."""
 
 import math
 
@@ -12,8 +12,8 @@ from htgrpo_patch.equations import (
     stage_of_update,
     stage_token_sets,
     subset_rate,
-    weighted_advantage,
 )
+from maskgrpo.algo.equations import token_advantages
 
 
 def test_eq1_ranks_by_step_then_tie_order():
@@ -77,9 +77,9 @@ def test_subset_draws_stay_in_stage_and_have_the_right_size():
     assert torch.equal(draw_subset(stage, 1.0, "bernoulli", g), stage)
 
 
-def test_eq10_credit_weights_and_weighted_advantage():
+def test_eq10_credit_weights_and_token_advantages():
     # L = 4, rho = 0.5 (K = 2): ranks [3, 1, 4, 2] -> structural at positions 1 and 3
     w = credit_weights(torch.tensor([[3, 1, 4, 2]]), 0.5, 1.2, 0.8)
     torch.testing.assert_close(w, torch.tensor([[0.8, 1.2, 0.8, 1.2]]))
-    a = weighted_advantage(torch.tensor([2.0]), w)
+    a = token_advantages(torch.tensor([2.0]), w)  # A_hat = w * A, maskgrpo.algo.equations
     torch.testing.assert_close(a, torch.tensor([[1.6, 2.4, 1.6, 2.4]]))

@@ -1,4 +1,4 @@
-"""The HT-GRPO patch: YAML toggle, the cost it promises (forward counts), reduction tests (method.md 3.7)."""
+"""The HT-GRPO patch: YAML toggle, the cost it promises (forward counts), reduction tests (docs/method.md 3.7)."""
 
 import subprocess
 import sys
@@ -11,7 +11,7 @@ from forward_counts import max_rollout_forwards, rollout_forwards
 from safetensors.torch import load_file
 
 from maskgrpo.algo.losses import GRPOLoss
-from maskgrpo.algo.types import LossInputs
+from maskgrpo.algo.types import ContextUpdate, LossInputs, Rollouts, RoundContexts
 from maskgrpo.config import ConfigError, load_config
 from maskgrpo.config.schema import TrainRun
 
@@ -30,11 +30,14 @@ def tiny(base: str, out: Path, **extra: object) -> list[str]:
 
 
 def run_inprocess(config: Path, overrides: list[str]):
+    """(trainer, metrics, rollouts) of one round; the rollouts are observed on their way out of ``rollout``."""
     from maskgrpo.train import Trainer
 
     trainer = Trainer(load_config(TrainRun, config, overrides), resume=False)
+    seen, sample = [], trainer.rollout
+    trainer.rollout = lambda metas: seen.append(sample(metas)) or seen[-1]
     metrics = trainer.run_round()
-    return trainer, metrics
+    return trainer, metrics, seen[0]
 
 
 def test_configs_differ_only_in_the_patch_section():
@@ -91,14 +94,14 @@ def test_patch_options_are_checked_with_file_and_key(toy_base_dir, tmp_path):
 
 def test_forward_counts_match_the_formula(toy_base_dir, tmp_path):
     P, G, mu = 2, 3, 3
-    trainer, ht = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "ht"))
-    _, mg = run_inprocess(TOY_MG, tiny(toy_base_dir, tmp_path / "mg"))
+    trainer, ht, rollouts = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "ht"))
+    _, mg, _ = run_inprocess(TOY_MG, tiny(toy_base_dir, tmp_path / "mg"))
     assert ht["perf/forwards_update"] == mu * P  # one forward per unique prompt per update
     assert mg["perf/forwards_update"] == mu * P * G
     assert ht["perf/forwards_old_ref"] == 2 * P  # old + ref: one no-grad forward per prompt per round
     assert mg["perf/forwards_old_ref"] == 2 * mu * P * G
     # the same rollouts: T steps x the distinct (cond + uncond) rows, P + 1 at the first step instead of 2 P G
-    n = rollout_forwards(trainer.rollouts, steps=3, chunk=trainer.cfg.rl.rollout_batch_size)
+    n = rollout_forwards(rollouts, steps=3, chunk=trainer.cfg.rl.rollout_batch_size)
     assert ht["perf/forwards_rollout"] == mg["perf/forwards_rollout"] == n <= max_rollout_forwards(3, P, P * G)
     assert ht["stage/structure/support_frac"] > 0 and "stage/refine/mean_weight" in ht
 
@@ -107,36 +110,45 @@ def test_revealed_structure_forwards_the_shared_row_plus_one_per_rollout(toy_bas
     """A5 (method.md 3.5): structural tokens read the prompt's x_M row, the rest their rollout's revealed row, so a
     micro-batch forwards 1 + G rows per prompt; the round still trains both stages."""
     P, G, mu = 2, 3, 3
-    _, m = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "a5", **{"rl.context": "revealed_structure"}))
+    _, m, _ = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "a5", **{"rl.context": "revealed_structure"}))
     assert m["perf/forwards_update"] == mu * P * (1 + G)
     assert m["perf/forwards_old_ref"] == 2 * P * (1 + G)
     assert m["stage/structure/support_frac"] > 0 and m["stage/refine/support_frac"] > 0
 
 
-def test_reduction_unit_weights_equal_baseline_loss_bitwise():
+def test_reduction_unit_weights_plan_and_loss_equal_the_baseline_bitwise():
+    """method.md 3.7: with one Global update, p = 1 and w_s = w_r = 1, HT-GRPO's plan trains exactly the tokens the
+    baseline's plan trains, with weight 1, so the loss is the baseline's to the last bit; credit weights change it."""
     from htgrpo_patch.config import HTGRPOOptions
     from htgrpo_patch.loss import StagedCreditLoss
 
     g = torch.Generator().manual_seed(0)
     b, n = 6, 16
-    x = LossInputs(logp=-torch.rand(b, n, generator=g) * 3, old_logp=-torch.rand(b, n, generator=g) * 3,
-                   ref_logp=-torch.rand(b, n, generator=g) * 3, advantages=torch.randn(b, generator=g),
-                   support=(torch.rand(b, n, generator=g) < 0.7).float(), update_index=1, num_updates=1,
-                   extras={"rank": torch.rand(b, n, generator=g).argsort(1).argsort(1) + 1}, generator=g)  # fmt: skip
+    scorable = (torch.rand(b, n, generator=g) < 0.7).float()  # (B, N) what the context lets the update score
+    rank = torch.rand(b, n, generator=g).argsort(1).argsort(1) + 1
+    rollouts = Rollouts(None, 3, torch.zeros(b, n, dtype=torch.long), torch.zeros(b, n, dtype=torch.long),
+                        torch.zeros(b, n), {"rank": rank})  # fmt: skip
+    contexts = RoundContexts([], [ContextUpdate(0, scorable)])
+    logp, old, ref = (-torch.rand(b, n, generator=g) * 3 for _ in range(3))
+    adv = torch.randn(b, generator=g)
     for agg in ("token_mean", "seq_mean"):
-        base, _ = GRPOLoss(0.2, 0.01, agg)(x)
-        opts = HTGRPOOptions(budgets=(1, 0, 0), p_max=1.0, p_min=1.0, weight_structure=1.0, weight_refine=1.0)
-        ht, _ = StagedCreditLoss(0.2, 0.01, agg, opts)(x)
-        assert torch.equal(ht, base), agg
-        weighted, _ = StagedCreditLoss(0.2, 0.01, agg, HTGRPOOptions(budgets=(1, 0, 0), p_max=1.0, p_min=1.0))(x)
-        assert not torch.equal(weighted, base)  # the credit weights do change the loss
+        losses = {}
+        unit = HTGRPOOptions(budgets=(1, 0, 0), p_max=1.0, p_min=1.0, weight_structure=1.0, weight_refine=1.0)
+        credit = HTGRPOOptions(budgets=(1, 0, 0), p_max=1.0, p_min=1.0)
+        for name, loss in (("base", GRPOLoss(0.2, 0.01, agg)), ("unit", StagedCreditLoss(0.2, 0.01, agg, unit)),
+                           ("credit", StagedCreditLoss(0.2, 0.01, agg, credit))):  # fmt: skip
+            u = loss.plan(rollouts, contexts, torch.Generator().manual_seed(1)).updates[0]
+            assert torch.equal(u.support, scorable), name  # p = 1 over the Global set: every scorable token
+            losses[name] = loss(LossInputs(logp, old, ref, adv, u.support, u.weight, u.stage, u.rate))[0]
+        assert torch.equal(losses["unit"], losses["base"]), agg
+        assert not torch.equal(losses["credit"], losses["base"])  # the credit weights do change the loss
 
 
 def test_reduction_full_round_equals_fully_masked_baseline(toy_base_dir, tmp_path):
     unit = {"patch_options.budgets": [3, 0, 0], "patch_options.p_max": 1.0, "patch_options.p_min": 1.0,
             "patch_options.weight_structure": 1.0, "patch_options.weight_refine": 1.0}  # fmt: skip
-    a, _ = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "a", **unit))
-    b, _ = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "b", **unit, **{"rl.loss": "grpo"}))
+    a, _, _ = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "a", **unit))
+    b, _, _ = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "b", **unit, **{"rl.loss": "grpo"}))
     assert a.parts.names["loss"] == "ht_staged" and b.parts.names["loss"] == "grpo"
     pa, pb = dict(a.policy.named_parameters()), dict(b.policy.named_parameters())
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
@@ -200,13 +212,12 @@ def test_ranked_sampler_tie_breaks():
 
 
 def test_components_without_options_take_the_defaults_of_the_options_type(monkeypatch):
-    """Issue 14 item 9: a component built without the preset's options (options None) reads HTGRPOOptions' defaults
+    """A component built without the preset's options (options None) reads HTGRPOOptions' defaults
     (one place), not literals of its own: change the type's defaults and the components follow."""
     import dataclasses
 
     import htgrpo_patch.config as config
-    from maskgrpo.algo.contexts import CONTEXTS
-    from maskgrpo.sampling.base import SAMPLER_WRAPPERS
+    from maskgrpo.catalog import CONTEXTS, SAMPLER_WRAPPERS
 
     @dataclasses.dataclass(frozen=True)
     class Changed(config.HTGRPOOptions):

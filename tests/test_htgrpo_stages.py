@@ -1,5 +1,5 @@
-"""Stage selection, per-stage subset rates and per-stage metrics through ``StagedCreditLoss`` itself (issue 14
-items 2-4), with the paper's budgets 2:4:2 (method.md 3.2-3.4).
+"""Stage selection, per-stage subset rates and per-stage metrics through ``StagedCreditLoss`` itself: its plan
+for a round, then its loss on each update of that plan, with the paper's budgets 2:4:2 (docs/method.md 3.2-3.4).
 
 The support set an update really trains on is read from the gradient: with ratio 1, A = 1 and beta = 0 every token
 in S gets d loss / d logp = -w / |S| != 0 and every other token 0.
@@ -12,7 +12,7 @@ import torch
 
 from htgrpo_patch.config import HTGRPOOptions
 from htgrpo_patch.loss import StagedCreditLoss
-from maskgrpo.algo.types import LossInputs
+from maskgrpo.algo.types import ContextUpdate, LossInputs, Rollouts, RoundContexts
 from maskgrpo.config import ConfigError, load_config
 from maskgrpo.config.schema import TrainRun
 
@@ -26,18 +26,23 @@ def ranks(seed: int = 0) -> torch.Tensor:
     return torch.rand(B, L, generator=g).argsort(1).argsort(1) + 1  # (B, L) a permutation of 1..L per row
 
 
-def inputs(m: int, rank: torch.Tensor, seed: int = 0, logp_shift: torch.Tensor | None = None) -> LossInputs:
+def run_update(loss: StagedCreditLoss, m: int, rank: torch.Tensor, seed: int = 0,
+               logp_shift: torch.Tensor | None = None) -> tuple[LossInputs, torch.Tensor, dict]:  # fmt: skip
+    """Update m of the loss's plan for one round (fully masked context: every token scorable in all 8 updates), and
+    its loss on log-probs around a fixed pi_old: (inputs, loss, metrics)."""
+    rollouts = Rollouts(None, 2, torch.zeros(B, L, dtype=torch.long), torch.zeros(B, L, dtype=torch.long),
+                        torch.zeros(B, L), {"rank": rank})  # fmt: skip
+    contexts = RoundContexts([], [ContextUpdate(0, torch.ones(B, L)) for _ in range(8)])
+    u = loss.plan(rollouts, contexts, torch.Generator().manual_seed(100)).updates[m - 1]
     old = -torch.rand(B, L, generator=torch.Generator().manual_seed(seed)) - 0.5
     logp = (old if logp_shift is None else old + logp_shift).clone().requires_grad_(True)
-    return LossInputs(logp=logp, old_logp=old, ref_logp=old - 0.1, advantages=torch.ones(B), support=torch.ones(B, L),
-                      update_index=m, num_updates=8, extras={"rank": rank},
-                      generator=torch.Generator().manual_seed(100 + m))  # fmt: skip
+    x = LossInputs(logp, old, old - 0.1, torch.ones(B), u.support, u.weight, u.stage, u.rate)
+    return x, *loss(x)
 
 
 def trained_tokens(opts: HTGRPOOptions, m: int, rank: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """(B, L) bool: the tokens update m puts loss on (nonzero gradient), and the update's metrics."""
-    x = inputs(m, rank)
-    loss, metrics = StagedCreditLoss(0.2, 0.0, "token_mean", opts)(x)
+    x, loss, metrics = run_update(StagedCreditLoss(0.2, 0.0, "token_mean", opts), m, rank)
     loss.backward()
     return x.logp.grad != 0, metrics
 
@@ -83,8 +88,7 @@ def test_per_stage_metrics_are_reported_by_their_stage_only():
     # structural tokens moved a lot (ratio e^0.5, clipped at 1.2 for A > 0), refinement tokens a little (e^0.05)
     shift = torch.where(rank <= 6, 0.5, 0.05)
     for m, stage in enumerate(STAGE_OF_M, start=1):
-        x = inputs(m, rank, logp_shift=shift)
-        loss, metrics = StagedCreditLoss(0.2, 0.01, "token_mean", opts)(x)
+        _, loss, metrics = run_update(StagedCreditLoss(0.2, 0.01, "token_mean", opts), m, rank, logp_shift=shift)
         keys = {k for k in metrics if k.startswith("stage/")}
         assert keys == {f"stage/{stage}/{k}" for k in ("loss", "clip_frac", "ratio_mean", "ratio_max", "kl_k3",
                                                        "support_frac", "mean_weight", "p")}, m  # fmt: skip
@@ -100,8 +104,8 @@ def test_per_stage_metrics_are_reported_by_their_stage_only():
             assert metrics["stage/refine/ratio_max"].item() == pytest.approx(1.0513, abs=1e-4)
             assert metrics["stage/refine/mean_weight"].item() == pytest.approx(0.8)
     # p reported per stage: j = 1 of every stage starts at p_max = 1
-    assert StagedCreditLoss(0.2, 0.0, "token_mean", opts)(inputs(7, rank))[1]["stage/refine/p"].item() == 1.0
-    assert StagedCreditLoss(0.2, 0.0, "token_mean", opts)(inputs(6, rank))[1]["stage/structure/p"].item() == 0.5
+    assert run_update(StagedCreditLoss(0.2, 0.0, "token_mean", opts), 7, rank)[2]["stage/refine/p"].item() == 1.0
+    assert run_update(StagedCreditLoss(0.2, 0.0, "token_mean", opts), 6, rank)[2]["stage/structure/p"].item() == 0.5
 
 
 def test_per_stage_rates_from_yaml_are_validated(tmp_path):
@@ -131,7 +135,7 @@ def test_one_round_logs_each_stage_over_its_own_updates(toy_base_dir, tmp_path):
     from test_htgrpo_patch import TOY_HT, run_inprocess, tiny
 
     unit = {"patch_options.budgets": [1, 1, 1], "patch_options.p_max": 1.0, "patch_options.p_min": 1.0}
-    _, m = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "run", **unit))
+    _, m, _ = run_inprocess(TOY_HT, tiny(toy_base_dir, tmp_path / "run", **unit))
     assert m["stage/global/support_frac"] == pytest.approx(1.0)
     assert m["stage/structure/support_frac"] == pytest.approx(19 / 64)
     assert m["stage/refine/support_frac"] == pytest.approx(45 / 64)

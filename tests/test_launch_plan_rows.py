@@ -1,4 +1,4 @@
-"""The memory plan counts the rows the run's context builder really forwards (issue 14 item 6): MaskGRPO's
+"""The memory plan counts the rows the run's context builder really forwards: MaskGRPO's
 re-masked contexts one row per rollout, HT-GRPO's shared fully masked canvas one row per prompt, with whole
 micro-batches merged into one forward as the trainer does (maskgrpo.forward_plan: <= micro_batch_prompts * G rows)."""
 

@@ -1,4 +1,4 @@
-"""Tests of the LLaDA backbone (models.md 1): names, save/load, math hand cases, masks, sliced head, LoRA,
+"""Tests of the LLaDA backbone (docs/models.md 1): names, save/load, math hand cases, masks, sliced head, LoRA,
 checkpointing."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ PAD = 0
 
 
 def tiny_config(**overrides) -> LLaDAConfig:
-    """models.md 1.6 shape (d_model 64, 2 layers, 4 heads of 16, MLP 128) with a small vocabulary for speed."""
+    """docs/models.md 1.6 shape (d_model 64, 2 layers, 4 heads of 16, MLP 128) with a small vocabulary for speed."""
     kwargs = {
         "d_model": 64,
         "n_layers": 2,
@@ -81,7 +81,7 @@ def expected_keys(n_layers: int, tied: bool) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# State-dict layout (models.md 1.4) and config
+# State-dict layout (docs/models.md 1.4) and config
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -199,7 +199,7 @@ def test_save_pretrained_from_pretrained_round_trip(tmp_path, tied: bool) -> Non
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Math hand cases (models.md 1.2)
+# Math hand cases (docs/models.md 1.2)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -239,7 +239,7 @@ def test_rope_hand_case() -> None:
 
 
 def reference_forward(model: LLaDAModelLM, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Loop reference of models.md 1.2 written from the formulas: explicit softmax(q k^T / sqrt(D)) per row and
+    """Loop reference of docs/models.md 1.2 written from the formulas: explicit softmax(q k^T / sqrt(D)) per row and
     head, -inf on pad keys, RoPE via explicit 2-D rotations of the pairs (x_j, x_{j+D/2})."""
     cfg = model.config
     sd = {k.removeprefix("model.transformer."): v.double() for k, v in model.state_dict().items()}
@@ -299,7 +299,7 @@ def test_forward_matches_loop_reference(tied: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Attention masks (models.md 1.3)
+# Attention masks (docs/models.md 1.3)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -365,7 +365,7 @@ def test_pad_queries_and_all_pad_rows_are_finite() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Restricted head (models.md 6), positions argument, output object
+# Restricted head (docs/models.md 6), positions argument, output object
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -422,7 +422,7 @@ def test_bf16_forward_is_close_to_fp32() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Training machinery: gradient checkpointing and LoRA (models.md 1.5)
+# Training machinery: gradient checkpointing and LoRA (docs/models.md 1.5)
 # ---------------------------------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ gives a 2 x 4 code grid (N = 8, plus one newline token per row); the tiny VQ dec
 to 4 x 8 pixels (``vq_downsample=2``, read from and asserted against vqvae/config.json).
 
 Covers models.md 5 and 7.6: layout golden row, non-square sizes and their validation, left-padded batching equal to
-upstream's batch-1 rows, the Lumina sampler (commit counts of models.md 5, contract on the Lumina layout, newline
+upstream's batch-1 rows, the Lumina sampler (commit counts of docs/models.md 5, contract on the Lumina layout, newline
 slots untouched), VQ decode / encode through the codebook, the load-time assertions, the dry-run launcher, and one
 MaskGRPO and one HT-GRPO round end to end through ``python -m maskgrpo.train``.
 """
@@ -46,9 +46,9 @@ HEIGHT, WIDTH = 32, 64  # layout pixels: 2 x 4 codes at 16 px per code (real rul
 TINY_VQ_FACTOR = 2  # block_out_channels (32, 64) -> 2^(2 - 1)
 N = (HEIGHT // 16) * (WIDTH // 16)  # 8 code slots
 
-LUMINA_V = 134548  # models.md 5: 126356 + 8192
+LUMINA_V = 134548  # docs/models.md 5: 126356 + 8192
 TEXT_VOCAB = 126356  # tiny tokenizer size = the image-code offset
-#: Real Lumina ids (models.md 5) + LLaDA BOS / EOS / mask (models.md 1.1, 2.1).
+#: Real Lumina ids (docs/models.md 5) + LLaDA BOS / EOS / mask (docs/models.md 1.1, 2.1).
 REAL_SPECIALS = {126080: "<|startoftext|>", 126081: "<|endoftext|>", 126336: "<|mdm_mask|>", 126349: "<IMAGE>",
                  126350: "</IMAGE>", 126351: "<uncondition>", 126354: "<answer>", 126355: "</answer>"}  # fmt: skip
 #: The ids of the template tags are unverified upstream: the tiny tokenizer puts them at arbitrary text ids.
@@ -59,7 +59,7 @@ WORD_ID = {w: i + 1 for i, w in enumerate(VOCAB_WORDS)}  # id 0 = <|unk|>
 TINY_VQ = {"block_out_channels": (32, 64), "down_block_types": ("DownEncoderBlock2D",) * 2,
            "up_block_types": ("UpDecoderBlock2D",) * 2, "layers_per_block": 1, "latent_channels": 4,
            "norm_num_groups": 8, "num_vq_embeddings": 8192, "lookup_from_codebook": True}  # fmt: skip
-"""models.md 5 tiny VQ (diffusers 0.42 needs one down / up block type per entry of block_out_channels)."""
+"""docs/models.md 5 tiny VQ (diffusers 0.42 needs one down / up block type per entry of block_out_channels)."""
 
 
 def build_lumina_tokenizer(directory: Path, with_uncondition: bool = True) -> Path:
@@ -144,7 +144,7 @@ def template_ids(user: list[int]) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Loading and load-time assertions (models.md 7.6)
+# Loading and load-time assertions (docs/models.md 7.6)
 
 
 def test_loads_upstream_layout_through_the_real_loaders(tiny, backbone, caplog) -> None:
@@ -211,7 +211,7 @@ def test_separate_vq_path_and_hub_id_path(tiny, tmp_path, monkeypatch) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Layout (models.md 5)
+# Layout (docs/models.md 5)
 
 
 def test_golden_row_and_left_padded_uncond_row(backbone) -> None:
@@ -278,7 +278,7 @@ def test_batched_rows_equal_upstream_batch1_rows(backbone) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The Lumina sampler (models.md 5)
+# The Lumina sampler (docs/models.md 5)
 
 
 class ConstantCodes(torch.nn.Module):
@@ -295,7 +295,7 @@ class ConstantCodes(torch.nn.Module):
 
 @pytest.mark.parametrize(
     "side, first, last",
-    [(512, [1, 1, 1, 2, 3, 4], 25), (1024, [2, 3, 7, 8, 11, 14], 100)],  # models.md 5: N = 1024 / 4096, T = 64
+    [(512, [1, 1, 1, 2, 3, 4], 25), (1024, [2, 3, 7, 8, 11, 14], 100)],  # docs/models.md 5: N = 1024 / 4096, T = 64
 )
 def test_commit_counts_match_models_md_5(side: int, first: list[int], last: int) -> None:
     k = 16  # small codebook and made-up ids: only the counts matter here
@@ -343,7 +343,7 @@ def test_lumina_sampler_contract_on_the_lumina_layout(backbone) -> None:
     assert len(model.inputs) == T
     assert len(model.inputs[0]) == 3  # fully masked canvases: the 2 prompts and one shared unconditional row
     for s, ids in enumerate(model.inputs):  # one forward per step of the distinct cond + uncond rows
-        before = torch.where(out.commit_step >= s, 8192, out.codes)  # state before step s (models.md 3.4)
+        before = torch.where(out.commit_step >= s, 8192, out.codes)  # state before step s (docs/models.md 3.4)
         b = batch.with_image(canvas_ids(before, batch))
         # (2B, T): text, tags and newlines untouched, the same canvas in the cond and the uncond row
         full = torch.cat([b.input_ids, b.uncond_ids])
@@ -358,7 +358,7 @@ def test_lumina_sampler_contract_on_the_lumina_layout(backbone) -> None:
         for b in range(2):
             if bool(still[b].any()):
                 assert float(info.score[b][info.committed[b]].min()) >= float(info.score[b][still[b]].max())
-        before = torch.where(out.commit_step >= s, 8192, out.codes)  # state before step s (models.md 3.4)
+        before = torch.where(out.commit_step >= s, 8192, out.codes)  # state before step s (docs/models.md 3.4)
         z = guided_code_logits(backbone.model, batch, canvas_ids(before, batch), w)  # (B, N, K)
         logp = torch.log_softmax(z / tau, -1).gather(-1, out.codes.unsqueeze(-1)).squeeze(-1)
         at = out.commit_step == s

@@ -1,4 +1,4 @@
-"""MAGVIT-v2 tokenizer (models.md 4, 7.7, 7.8): LFQ bit order, architecture sizes, key names, strict loading."""
+"""MAGVIT-v2 tokenizer (docs/models.md 4, 7.7, 7.8): LFQ bit order, architecture sizes, key names, strict loading."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from maskgrpo.models.magvit2 import (
     save_magvit2,
 )
 
-#: models.md 4 tiny configs: ch 32, one block per level, real 13-bit codes; 4x and 2x downsampling.
+#: docs/models.md 4 tiny configs: ch 32, one block per level, real 13-bit codes; 4x and 2x downsampling.
 TINY_4X = {"ch": 32, "encoder_ch_mult": (1, 1, 2), "encoder_num_res_blocks": (1, 1, 1), "decoder_ch_mult": (1, 1, 2),
            "decoder_num_res_blocks": (1, 1, 1), "z_channels": 13}  # fmt: skip
 TINY_2X = {"ch": 32, "encoder_ch_mult": (1, 2), "encoder_num_res_blocks": (1, 1), "decoder_ch_mult": (1, 2),
@@ -68,7 +68,7 @@ def test_lfq_table_round_trip_full_codebook() -> None:
 
 
 def test_full_size_param_counts_on_meta_device() -> None:
-    # models.md 4: 95,387,004 params = encoder 55,439,171 + decoder 39,947,833, in 380 tensors.
+    # docs/models.md 4: 95,387,004 params = encoder 55,439,171 + decoder 39,947,833, in 380 tensors.
     with torch.device("meta"):
         model = MagvitV2(MagvitV2Config())
     assert count_parameters(model.encoder) == FULL_ENCODER_PARAMS == 55_439_171
@@ -229,7 +229,7 @@ def test_preprocess_centre_crop_and_range() -> None:
     assert MagvitV2.preprocess(batch, 32).shape == (2, 3, 32, 32)
 
 
-# ---------------------------------------------------------------- strict save / load (models.md 7.7)
+# ---------------------------------------------------------------- strict save / load (docs/models.md 7.7)
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """MMaDA backbone without weights: tiny checkpoints in the upstream on-disk format through the real loaders.
 
-Covers models.md 1.4 / 7.1-7.5 / 7.8 (strict key set, shapes, config, tokenizer, golden row, decode guard), the
+Covers docs/models.md 1.4 / 7.1-7.5 / 7.8 (strict key set, shapes, config, tokenizer, golden row, decode guard), the
 meta-device bf16 load, both samplers on the tiny backbone, and one MaskGRPO round end to end via
 ``python -m maskgrpo.train``.
 """
@@ -96,7 +96,7 @@ def _edit_config(d: Path, **changes) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Upstream format and strict loading (models.md 1.4, 7.1-7.3)
+# Upstream format and strict loading (docs/models.md 1.4, 7.1-7.3)
 
 
 def test_saved_format_is_upstream(tiny) -> None:
@@ -104,7 +104,7 @@ def test_saved_format_is_upstream(tiny) -> None:
     index = _index(d)
     shards = sorted(set(index["weight_map"].values()))
     assert shards == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
-    # models.md 1.4: 9 tensors per block + wte + ln_f + head = 9*2 + 3 = 21 for 2 layers (291 at 32 layers)
+    # docs/models.md 1.4: 9 tensors per block + wte + ln_f + head = 9*2 + 3 = 21 for 2 layers (291 at 32 layers)
     assert len(index["weight_map"]) == 21 and HEAD_KEY in index["weight_map"]
     total = sum(t.numel() * t.element_size() for s in shards for t in load_file(str(d / s)).values())
     assert index["metadata"]["total_size"] == total
@@ -115,7 +115,7 @@ def test_saved_format_is_upstream(tiny) -> None:
 
 
 def test_released_key_count_and_param_count_on_meta() -> None:
-    """models.md 1.4 / 6: the MMaDA-8B config implies 291 tensors (290 tied) and 8,082,690,048 parameters."""
+    """docs/models.md 1.4 / 6: the MMaDA-8B config implies 291 tensors (290 tied) and 8,082,690,048 parameters."""
     cfg = LLaDAConfig(embedding_size=MMADA_VOCAB)  # the defaults are LLaDA-8B's sizes
     shapes = _expected_shapes(cfg)
     assert len(shapes) == 291 and shapes[HEAD_KEY] == (MMADA_VOCAB, 4096)
@@ -212,7 +212,7 @@ def test_a_4096_wide_config_must_be_llada_8b(tmp_path) -> None:
 
 
 def test_absent_head_ties_to_wte(tiny, tmp_path) -> None:
-    """models.md 1.1: weight_tying unverified for MMaDA-8B-Base; no head key -> 290-style checkpoint, tied."""
+    """docs/models.md 1.1: weight_tying unverified for MMaDA-8B-Base; no head key -> 290-style checkpoint, tied."""
     d = _copy_model_dir(tiny, tmp_path / "m")
     _edit_shard(d, HEAD_KEY, lambda s: s.pop(HEAD_KEY), update_index=True)
     with pytest.warns(UserWarning, match="tying the head to wte"):
@@ -263,7 +263,7 @@ def test_hub_id_goes_through_snapshot_download(tiny, monkeypatch) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tokenizer, layout and the golden row (models.md 2.1, 2.2, 7.4, 7.5)
+# Tokenizer, layout and the golden row (docs/models.md 2.1, 2.2, 7.4, 7.5)
 
 
 def test_tokenizer_has_real_size_and_ids_and_builds_fast(tmp_path) -> None:
@@ -335,7 +335,7 @@ def test_backbone_fields_and_checkpointing(tiny, backbone) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Sampling and decoding (models.md 3, 7.8)
+# Sampling and decoding (docs/models.md 3, 7.8)
 
 
 @pytest.mark.parametrize("name, steps, cfg", [("emerge", 12, 3.5), ("maskgit", 15, 3.5)])
@@ -420,5 +420,5 @@ def test_one_round_end_to_end(tiny, tmp_path, method) -> None:
     assert meta["name"] == "mmada" and meta["options"]["text_window"] == 17
     adapter = load_file(str(out / "final" / "adapter" / "adapter_model.safetensors"))
     lora_b = [k for k in adapter if "lora_B" in k]
-    assert len(lora_b) == 2 * 7  # 2 blocks x 7 block linears (models.md 1.5), never the head
+    assert len(lora_b) == 2 * 7  # 2 blocks x 7 block linears (docs/models.md 1.5), never the head
     assert all(adapter[k].abs().sum() > 0 for k in lora_b), "a LoRA B matrix stayed at its zero init"

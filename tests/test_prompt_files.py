@@ -110,7 +110,7 @@ def test_example_prompt_files_load_and_follow_the_documented_format(name):
 
 
 def test_every_gpu_config_and_the_launchers_name_the_shipped_prompt_file():
-    for cfg_file in sorted(set((REPO / "configs").glob("*.yaml")) - {REPO / "configs" / "toy_pretrain.yaml"}):
+    for cfg_file in sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("toy_pretrain")):
         cfg = load_config(TrainRun, str(cfg_file), [])
         assert cfg.prompts.source in ("backbone", "data/train_prompts.jsonl"), cfg_file
     gpu = (REPO / "launch" / "_gpu_common.sh").read_text()

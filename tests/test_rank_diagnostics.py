@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from fixtures_toy import model_args
+from fixtures_toy import model_args, toy_final_dir
+from PIL import Image
 
 from eval.rank_diagnostics import (
     bucket_means,
@@ -17,9 +18,12 @@ from eval.rank_diagnostics import (
     grid_neighbours,
     main,
     object_slots,
+    plot,
+    plot_title,
     rank_buckets,
     table,
 )
+from maskgrpo.errors import RunError
 
 
 def test_future_fraction_hand_computed_prop_c2():
@@ -87,3 +91,42 @@ def test_rank_diagnostics_on_the_tiny_base(tmp_path, capsys, sampler):
     printed = capsys.readouterr().out
     assert f"/ {sampler} | 12 |" in printed
     assert table({"x": res}).splitlines()[2].startswith("| x | 12 | ")
+
+
+def test_heat_map_has_a_labelled_colour_bar_and_the_title_names_the_model_as_given(tmp_path):
+    out = tmp_path / "diag"
+    assert main([*model_args(), "--steps", "2", "--prompts-per-tag", "1", "--samples", "1", "--updates", "1",
+                 "--out", str(out)]) == 0  # fmt: skip
+    res = json.loads((out / "rank_diagnostics.json").read_text())
+    fig = plot(res, tmp_path / "again.png", plot_title(res))
+    heat, bar = fig.axes[3], fig.axes[4]  # four panels + the colour bar of the heat map
+    assert len(fig.axes) == 5 and heat.images and bar.get_ylabel().startswith("mean generation rank (1 = first")
+    assert f"{res['num_tokens']} = last" in bar.get_ylabel()
+    assert heat.get_xlabel().startswith("slot column") and heat.get_ylabel().startswith("slot row")
+    base = model_args()[model_args().index("--model-path") + 1]
+    assert fig._suptitle.get_text().startswith(f"Rank diagnostics, base {base}, sampler emerge")
+    # a checkpoint is named as given, with the base its run was trained from (final/backbone.json)
+    final = toy_final_dir()
+    rec = {**res, "settings": {**res["settings"], "model": {"checkpoint": "runs/x", "base": "assets/toy_base"}}}
+    assert plot_title(rec).startswith("Rank diagnostics, checkpoint runs/x (base assets/toy_base)")
+    assert main(["--checkpoint", str(final), "--steps", "2", "--prompts-per-tag", "1", "--samples", "1",
+                 "--updates", "1", "--device", "cpu", "--out", str(tmp_path / "ck")]) == 0  # fmt: skip
+    model = json.loads((tmp_path / "ck" / "rank_diagnostics.json").read_text())["settings"]["model"]
+    assert model["checkpoint"] == str(final)
+    assert model["base"] == json.loads((final / "backbone.json").read_text())["path"]
+
+
+def test_replot_redraws_from_the_json_and_names_a_bad_file(tmp_path):
+    out = tmp_path / "diag"
+    assert main([*model_args(), "--steps", "2", "--prompts-per-tag", "1", "--samples", "1", "--updates", "1",
+                 "--out", str(out)]) == 0  # fmt: skip
+    record = tmp_path / "copy.json"
+    record.write_text((out / "rank_diagnostics.json").read_text())
+    assert main(["--replot", str(record)]) == 0
+    with Image.open(tmp_path / "copy.png") as im, Image.open(out / "rank_diagnostics.png") as ref:
+        assert im.size == ref.size
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"entropy": [1.0]}')
+    with pytest.raises(RunError, match=r"bad.json: not a rank_diagnostics.json record \(KeyError"):
+        main(["--replot", str(bad)])
+    assert not (tmp_path / "bad.png").exists()

@@ -60,8 +60,11 @@ def test_check_prints_one_line_per_reward_and_fails_on_a_down_endpoint(servers, 
     assert len(lines) == 5, lines
     assert re.fullmatch(rf"OK    hpsv3          raw 0\.5020  \d+ ms  json    {re.escape(json_url)}", lines[0])
     assert lines[1] == "SKIP  clip           local reward (loaded by the trainer, no endpoint)"  # nothing loaded
-    assert lines[2].startswith(f"FAIL  unifiedreward  reward 'unifiedreward' at {down_url}: gave up; last failure: ")
-    assert "Connection refused" in lines[2] and lines[2].endswith("(1 attempt)")  # --retries 0 by default
+    assert re.fullmatch(
+        rf"FAIL  unifiedreward  reward 'unifiedreward': server {re.escape(down_url)} unreachable for 0\.\d s "
+        r"\(max_outage_s 0 s\); last failure: connection refused \(1 attempt\)",
+        lines[2],
+    ), lines[2]  # --wait 0 by default: no waiting for a server that does not answer
     assert re.fullmatch(rf"OK    geneval        raw 0\.5000  \d+ ms  pickle  {re.escape(geneval_url)}", lines[3])
     assert lines[4] == "2 of 3 reward endpoints OK; failed: unifiedreward"
 
@@ -82,16 +85,39 @@ def test_check_exits_0_when_every_endpoint_answers_and_takes_trainer_overrides(s
     assert capsys.readouterr().out.splitlines()[-1] == "1 of 1 reward endpoints OK"
 
 
-def test_check_names_a_bad_option_and_a_bad_config(servers, tmp_path, capsys):
-    _, geneval_url, _ = servers
-    entry = f'  geneval: {{kwargs: {{url: "{geneval_url}", protocol: pickle, only_strict: null}}}}\n'
-    assert _main(tmp_path, entry) == 1
-    assert capsys.readouterr().out.splitlines()[0] == (
-        "FAIL  geneval  bad options: reward 'geneval': option 'only_strict' must be bool, got None"
+def test_check_exits_2_on_a_bad_option_of_any_entry_and_names_it(servers, tmp_path, capsys):
+    """Issue 24: a bad option value is a bad config (exit 2, as documented), also on a local reward (nothing is
+    loaded for it); the other entries are still checked and printed."""
+    json_url, geneval_url, _ = servers
+    entries = (
+        f'  hpsv3: {{kwargs: {{url: "{json_url}"}}}}\n'
+        f'  geneval: {{kwargs: {{url: "{geneval_url}", protocol: pickle, only_strict: null}}}}\n'
+        "  clip: {kwargs: {model_path: /nonexistent/clip, batch_size: many}}\n"
     )
+    assert _main(tmp_path, entries) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("OK    hpsv3    raw 0.5020")
+    assert lines[1] == "FAIL  geneval  bad options: reward 'geneval': option 'only_strict' must be bool, got None"
+    assert lines[2] == "FAIL  clip     bad options: reward 'clip': option 'batch_size' must be int, got 'many'"
+    assert lines[3] == "1 of 3 reward endpoints OK; failed: geneval, clip; bad config: geneval, clip"
+
+
+def test_check_exits_2_on_a_bad_config_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         check.main(["--config", str(tmp_path / "nope.yaml")])
     out, err = capsys.readouterr()
     assert exit_info.value.code == 2 and out == ""
     assert err.startswith("error: ") and "nope.yaml" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_check_waits_for_a_server_only_when_asked(tmp_path, capsys):
+    """``--wait S`` lets the probe wait out an outage of up to S seconds (here: nothing comes back)."""
+    down = f"http://127.0.0.1:{free_port()}/score"
+    assert _main(tmp_path, f'  hpsv3: {{kwargs: {{url: "{down}", backoff: 0.05}}}}\n', "--wait", "0.3") == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert re.fullmatch(
+        rf"FAIL  hpsv3  reward 'hpsv3': server {re.escape(down)} unreachable for \d\.\d s \(max_outage_s 0\.3 s\); "
+        r"last failure: connection refused \([2-9] attempts\)",
+        line,
+    ), line

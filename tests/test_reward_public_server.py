@@ -24,7 +24,7 @@ from reward_server_mimic import MimicServer, numpy1_dumps
 from maskgrpo.config import load_config
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.rewards import REWARDS, RewardSpec, build_rewards, score_all
-from maskgrpo.rewards.client import RewardServerError, is_remote_entry
+from maskgrpo.rewards.client import RewardOutageError, RewardServerError, is_remote_entry
 from maskgrpo.rewards.protocol import encode_image, restricted_loads
 from maskgrpo.rewards.serve import serve_in_thread
 
@@ -163,13 +163,26 @@ def test_server_traceback_keeps_its_last_line_and_500_is_not_retried(mimic):
     assert "characters cut" in message  # the body was longer than 2,000 characters
 
 
-def test_server_down_gives_bounded_retries_over_pickle():
+def test_server_down_over_pickle_is_an_outage_bounded_by_max_outage_s():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(RewardServerError, match="connection error") as err:
-        remote("deqa", f"http://127.0.0.1:{port}/", protocol="pickle", max_retries=3)(flat([0]), ["p"], [{}])
-    assert err.value.attempts == 4
+    with pytest.raises(RewardOutageError, match=r"unreachable for .* last failure: connection refused") as err:
+        remote("deqa", f"http://127.0.0.1:{port}/", protocol="pickle", max_outage_s=0.2)(flat([0]), ["p"], [{}])
+    assert err.value.attempts >= 2
+
+
+def test_an_entry_with_no_options_speaks_the_public_servers_protocol(mimic, tmp_path):
+    """Issue 24: ``geneval: {weight: 1.0}`` (here with only the port moved) is pickle on /, as the docs say."""
+    server = mimic("geneval")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"rewards:\n  geneval: {{weight: 1.0, kwargs: {{url: '{server.base_url}'}}}}\n")
+    entry = load_config(TrainRun, config).rewards["geneval"]
+    fn = remote("geneval", entry.kwargs["url"], max_retries=0)
+    assert (fn.protocol, fn.url, fn.image_format) == ("pickle", server.base_url + "/", "jpeg")
+    assert fn(flat([0, 255]), ["p", "q"], geneval_meta(2)).tolist() == [0.0, 1.0]
+    assert [m["prompt"] for m in server.requests[0]["meta_datas"]] == ["p", "q"]  # the server reads it
+    assert REWARDS.get("geneval").required_metadata == ("tag", "include", "prompt")
 
 
 # ------------------------------------------------------------------------------------------------ wrong protocol
@@ -180,11 +193,26 @@ def test_json_sent_to_the_public_server_says_set_protocol_pickle(mimic):
     server = mimic("geneval")
     for path in ("/score", "/"):
         with pytest.raises(RewardServerError) as err:
-            remote("geneval", server.base_url + path, max_retries=3)(flat([0]), ["p"], geneval_meta(1))
+            remote("geneval", server.base_url + path, protocol="json", max_retries=3)(
+                flat([0]), ["p"], geneval_meta(1)
+            )
         message = str(err.value)
         assert "this endpoint speaks the pickle protocol: set protocol: pickle" in message, message
         assert err.value.attempts == 1
     assert "invalid load key" in message  # the server's own words are kept after the hint
+
+
+def test_the_public_servers_html_404_is_one_line(mimic):
+    """Issue 24: Flask's 5-line HTML page for /score is reduced to its text on one line after the hint."""
+    server = mimic("geneval")
+    with pytest.raises(RewardServerError) as err:
+        remote("geneval", server.base_url + "/score", protocol="json")(flat([0]), ["p"], geneval_meta(1))
+    message = str(err.value)
+    assert "\n" not in message and "<" not in message, message
+    assert message.endswith(
+        "set protocol: pickle (the public reward-server serves POST /) (HTTP 404: 404 Not Found | Not Found | "
+        "No such URL on this server.) (1 attempt)"
+    )
 
 
 def test_pickle_sent_to_a_json_server_says_set_protocol_json():
@@ -216,7 +244,7 @@ def test_every_remote_entry_defaults_to_its_protocols_route():
     """Item 1: ``/score`` for json, ``/`` for pickle."""
     ports = {"geneval": 18085, "deqa": 18086, "hpsv3": 18087, "unifiedreward": 18088}
     for name, port in ports.items():
-        assert remote(name, None).url == f"http://127.0.0.1:{port}/score"
+        assert remote(name, None, protocol="json").url == f"http://127.0.0.1:{port}/score"
         assert remote(name, None, protocol="pickle").url == f"http://127.0.0.1:{port}/"
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import pickle
+import re
 import select
 import socket
 import subprocess
@@ -28,6 +29,7 @@ import pytest
 from maskgrpo.rewards import REWARDS, RewardError, RewardSpec, build_rewards, combine_rewards, score_all
 from maskgrpo.rewards.client import (
     RemoteReward,
+    RewardOutageError,
     RewardServerError,
     clip_error_text,
     retry_after_seconds,
@@ -135,12 +137,14 @@ def test_batching_splits_into_ceil_n_over_batch_size_requests_in_order(serve):
     np.testing.assert_allclose(scores, np.array(values) / 255.0, atol=1e-12)
 
 
-def test_geneval_client_sends_metadata_and_only_strict(serve):
+def test_geneval_client_sends_metadata_with_the_prompt_and_only_strict(serve):
     scorer = RecordingScorer()
     url = serve(scorer)
     meta = [{"tag": "single_object", "include": [{"class": "circle", "count": 1}]}] * 2
-    client(url, name="geneval")(constant_images([0, 255]), ["a", "b"], meta)
-    assert scorer.calls[0]["metadata"] == meta and scorer.calls[0]["prompts"] is None
+    client(url, name="geneval", protocol="json")(constant_images([0, 255]), ["a", "b"], meta)
+    # the GenEval server reads metadata['prompt']: the client fills it in from the caption where absent
+    assert scorer.calls[0]["metadata"] == [{**meta[0], "prompt": "a"}, {**meta[1], "prompt": "b"}]
+    assert scorer.calls[0]["prompts"] is None
     assert scorer.calls[0]["only_strict"] is True  # MaskGRPO's setting, passed to scorers that take it
 
 
@@ -173,7 +177,9 @@ def test_pickle_round_trip_is_byte_compatible_when_opted_in(serve):
 # ------------------------------------------------------------------------------------------------ failures
 
 
-def test_timeout_is_retried_max_retries_times_then_names_url(serve):
+def test_a_server_that_stops_answering_is_an_outage_bounded_by_max_outage_s(serve, caplog):
+    """A read timeout is an outage: re-sent until max_outage_s, then RewardOutageError naming the reward, the URL,
+    the outage and the last failure; every attempt reached the server (none more)."""
     release = threading.Event()
     calls = []
 
@@ -182,20 +188,40 @@ def test_timeout_is_retried_max_retries_times_then_names_url(serve):
         release.wait(10)
         return [0.0] * len(images)
 
-    url = serve(slow)
-    fn = client(url + "/score", timeout=0.2, max_retries=2)
+    url = serve(slow, batch_images=0)
+    fn = client(url + "/score", timeout=0.2, timeout_per_image=0.0, max_outage_s=0.5)
     start = time.monotonic()
-    with pytest.raises(RewardServerError) as err:
+    with caplog.at_level("WARNING", logger="maskgrpo.rewards.client"), pytest.raises(RewardOutageError) as err:
         fn(constant_images([0]), ["p"], [{}])
-    assert time.monotonic() - start < 3.0
-    assert err.value.attempts == 3 and "timed out" in err.value.failure
-    assert url in str(err.value) and "hpsv3" in str(err.value)
+    assert 0.5 <= time.monotonic() - start < 3.0
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"reward 'hpsv3': server {url}/score unreachable for ")
+    assert "(max_outage_s 0.5 s); last failure: no answer within 0.2 s (" in message
+    assert err.value.attempts >= 2 and err.value.outage_s >= 0.5
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == f"reward hpsv3: server {url}/score unreachable (no answer within 0.2 s); waiting up to 0.5 s"
     release.set()
     deadline = time.monotonic() + 5
-    while len(calls) < 3 and time.monotonic() < deadline:  # the server still works through the queued requests
+    while len(calls) < err.value.attempts and time.monotonic() < deadline:  # the worker drains the queued requests
         time.sleep(0.01)
     time.sleep(0.1)
-    assert len(calls) == 3  # 1 attempt + max_retries = 2 retries reached the server, no more
+    assert len(calls) == err.value.attempts
+
+
+def test_the_read_timeout_grows_with_the_images_of_the_request(serve):
+    """timeout + timeout_per_image * images: a scorer that takes 0.5 s per call times out a 1-image request
+    (0.1 + 0.2 = 0.3 s) but answers a 5-image one (1.1 s) in time."""
+    url = serve(lambda images, prompts, metadata: time.sleep(0.5) or [0.5] * len(images), batch_images=0)
+    fn = client(url, timeout=0.1, timeout_per_image=0.2, max_outage_s=0.0)
+    assert fn.request_timeout(1) == pytest.approx(0.3) and fn.request_timeout(5) == pytest.approx(1.1)
+    with pytest.raises(RewardOutageError, match=r"no answer within 0\.3 s"):
+        fn(constant_images([0]), ["p"], [{}])
+    time.sleep(0.4)  # the server finishes the abandoned request
+    assert fn(constant_images([0] * 5), ["p"] * 5, [{}] * 5).tolist() == [0.5] * 5
+    defaults = {
+        name: REWARDS.get(name)(url="http://127.0.0.1:1/score", protocol="json") for name in ("hpsv3", "unifiedreward")
+    }
+    assert defaults["hpsv3"].request_timeout(8) == 68.0 and defaults["unifiedreward"].request_timeout(8) == 84.0
 
 
 def test_http_500_is_not_retried_and_carries_the_servers_message(serve):
@@ -232,7 +258,7 @@ def test_503_is_retried_until_the_scorer_is_ready(serve):
     assert len(calls) == 3
 
 
-def test_503_forever_gives_up_after_max_retries(serve):
+def test_503_forever_is_an_outage_that_ends_in_reward_outage_error(serve):
     calls = []
 
     def never_ready(images, prompts, metadata):
@@ -240,25 +266,44 @@ def test_503_forever_gives_up_after_max_retries(serve):
         raise ScorerUnavailable("loading weights")
 
     url = serve(never_ready)
-    with pytest.raises(RewardServerError, match="HTTP 503: scorer unavailable: loading weights") as err:
-        client(url, max_retries=3)(constant_images([0]), ["p"], [{}])
-    assert err.value.attempts == 4 and len(calls) == 4
+    with pytest.raises(RewardOutageError, match=r"last failure: HTTP 503: scorer unavailable: loading weights") as e:
+        client(url, max_outage_s=0.3)(constant_images([0]), ["p"], [{}])
+    assert e.value.attempts == len(calls) >= 2
 
 
-def test_connection_refused_is_retried_then_raises():
+def test_connection_refused_is_an_outage_then_raises_one_line():
     url = f"http://127.0.0.1:{free_port()}/score"
-    with pytest.raises(RewardServerError, match="connection error") as err:
-        client(url, max_retries=2)(constant_images([0]), ["p"], [{}])
-    assert err.value.attempts == 3 and err.value.url == url
+    with pytest.raises(RewardOutageError, match=r"unreachable for \d\.\d s \(max_outage_s 0\.2 s\)") as err:
+        client(url, max_outage_s=0.2)(constant_images([0]), ["p"], [{}])
+    assert err.value.url == url and err.value.failure == "connection refused" and err.value.attempts >= 2
+    assert isinstance(err.value, RewardError) and "\n" not in str(err.value)
 
 
-def test_backoff_doubles_between_retries(monkeypatch):
+def test_outage_waits_back_off_to_15_s_report_once_a_minute_and_stop_at_the_limit(monkeypatch, caplog):
+    """On a fake clock (sleep advances it): waits 1, 2, 4, 8, then 15 s each; the last wait is cut at the limit
+    (100 s); one line at the start, one per 60 s after it; attempts stop once the outage has lasted 100 s."""
+    clock = [1000.0]
     sleeps = []
-    monkeypatch.setattr("maskgrpo.rewards.client.time.sleep", sleeps.append)
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr("maskgrpo.rewards.client.time.sleep", sleep)
+    monkeypatch.setattr("maskgrpo.rewards.client.time.monotonic", lambda: clock[0])
     url = f"http://127.0.0.1:{free_port()}/score"
-    with pytest.raises(RewardServerError):
-        client(url, max_retries=4, backoff=0.5)(constant_images([0]), ["p"], [{}])
-    assert sleeps == [0.5, 1.0, 2.0, 4.0]  # backoff * 2**k for the k-th retry
+    fn = client(url, backoff=1.0, max_outage_s=100)
+    with caplog.at_level("WARNING", logger="maskgrpo.rewards.client"), pytest.raises(RewardOutageError) as err:
+        fn(constant_images([0]), ["p"], [{}])
+    # 1+2+4+8 = 15 s, then 15 s waits: 30, 45, 60, 75, 90; the next one is cut to the 10 s left: 100
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 15.0, 15.0, 10.0]
+    assert err.value.attempts == 11 and err.value.outage_s == 100.0  # attempts at 0, 1, 3, 7, 15, 30, ..., 90, 100 s
+    assert str(err.value).startswith(f"reward 'hpsv3': server {url} unreachable for 100 s (max_outage_s 100 s)")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"reward hpsv3: server {url} unreachable (connection refused); waiting up to 100 s",
+        f"reward hpsv3: server {url} unreachable for 60 s (connection refused); waiting up to 100 s",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -467,14 +512,23 @@ def test_hpsv3_scorer_passes_image_files_and_returns_mu(monkeypatch):
     assert seen == {"device": "cuda:3", "sizes": [(6, 4), (5, 5)], "prompts": ["a", "b"]}
 
 
-def test_every_remote_entry_defaults_to_its_loopback_port():
-    ports = {"geneval": 18085, "deqa": 18086, "hpsv3": 18087, "unifiedreward": 18088}
-    for name, port in ports.items():
-        fn = REWARDS.get(name)()
-        assert fn.url == f"http://127.0.0.1:{port}/score" and fn.protocol == "json" and fn.image_format == "png"
+def test_every_remote_entry_defaults_to_its_loopback_port_and_its_servers_protocol():
+    """The project's servers (HPSv3, UnifiedReward) speak JSON on /score; GenEval and DeQA have one server, the
+    public reward-server, which speaks pickle on / (issue 24: an entry with no options must reach it)."""
+    defaults = {
+        "geneval": ("http://127.0.0.1:18085/", "pickle", "jpeg"),
+        "deqa": ("http://127.0.0.1:18086/", "pickle", "jpeg"),
+        "hpsv3": ("http://127.0.0.1:18087/score", "json", "png"),
+        "unifiedreward": ("http://127.0.0.1:18088/score", "json", "png"),
+    }
+    for name, expected in defaults.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the pickle warning
+            fn = REWARDS.get(name)()
+        assert (fn.url, fn.protocol, fn.image_format) == expected, name
 
 
-# ------------------------------------------------------------------------------------------------ limits (issue 13)
+# ------------------------------------------------------------------------------------------------ limits
 
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -519,9 +573,9 @@ def test_client_splits_requests_by_encoded_bytes_and_refuses_one_image_over_the_
     sizes = []
     real_post = RemoteReward._post
 
-    def recording_post(self, body, content_type):
+    def recording_post(self, body, content_type, images):
         sizes.append(len(body))
-        return real_post(self, body, content_type)
+        return real_post(self, body, content_type, images)
 
     monkeypatch.setattr(RemoteReward, "_post", recording_post)
     images = np.random.default_rng(1).integers(0, 256, size=(7, 48, 48, 3), dtype=np.uint8)  # ~9 KB PNG each
@@ -579,8 +633,8 @@ def test_pixel_cap_is_configurable_and_its_413_is_not_retried(serve):
     assert client(url)(constant_images([51], size=15), ["p"], [{}]).tolist() == [pytest.approx(0.2)]
 
 
-def test_decoding_runs_under_the_scoring_lock(serve, monkeypatch):
-    """Item 11: with 4 clients at once, at most one request's images are being decoded or scored at a time."""
+def test_decoding_and_scoring_run_one_batch_at_a_time(serve, monkeypatch):
+    """Item 11: with 4 clients at once, one worker decodes and scores: never two decodes or calls at a time."""
     import maskgrpo.rewards.serve as serve_module
 
     active, peak, lock = [0], [0], threading.Lock()
@@ -733,14 +787,24 @@ def scripted():
         server.server_close()
 
 
-def test_429_502_504_are_retried_with_backoff_honouring_retry_after(scripted, monkeypatch):
-    """Item 12: the k-th retry waits backoff * 2**k, or Retry-After when longer (capped at 60 s)."""
+def test_429_then_an_outage_are_waited_out_honouring_retry_after(scripted, monkeypatch, caplog):
+    """429 is a busy server: max(backoff, Retry-After) = 7 s. 502, 504, 503 are an outage: 0.5, 1 s, then
+    min(max(2, Retry-After 100000), 15) = 15 s. One line per retry, one when the outage starts, one when it ends."""
     sleeps = []
     monkeypatch.setattr("maskgrpo.rewards.client.time.sleep", sleeps.append)
     server, url = scripted([(429, {"Retry-After": "7"}), (502, {}), (504, {}), (503, {"Retry-After": "100000"})])
-    assert client(url, max_retries=5, backoff=0.5)(constant_images([0]), ["p"], [{}]).tolist() == [0.75]
+    with caplog.at_level("WARNING", logger="maskgrpo.rewards.client"):
+        assert client(url, max_retries=5, backoff=0.5)(constant_images([0]), ["p"], [{}]).tolist() == [0.75]
     assert server.hits == 5
-    assert sleeps == [7.0, 1.0, 2.0, 60.0]  # max(0.5, 7); 0.5 * 2; 0.5 * 4; min(max(4, 100000), 60)
+    assert sleeps == [7.0, 0.5, 1.0, 15.0]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == f"reward hpsv3 at {url}: HTTP 429: status 429; retry 1/5 in 7.00 s"
+    assert lines[1] == f"reward hpsv3: server {url} unreachable (HTTP 502: status 502); waiting up to 600 s"
+    assert re.fullmatch(
+        rf"reward hpsv3: server {url} answers again after 0\.\d s unreachable \(3 failed attempts\); continuing",
+        lines[2],
+    )
+    assert len(lines) == 3
 
 
 def test_429_forever_gives_up_after_max_retries_naming_the_status(scripted, monkeypatch):

@@ -158,6 +158,26 @@ def test_entry_lets_one_registered_reward_serve_under_another_name():
 # ------------------------------------------------------------------------------------------------ scale, weight, sum
 
 
+def test_rewards_are_built_scored_and_combined_in_the_configs_order():
+    """Issue 24: the order of ``rewards:`` is kept wherever a config is read, also through ``config_from_dict``
+    (a checkpoint's config, eval/gpu_check), whose YAML round trip sorted the keys alphabetically."""
+    from maskgrpo.config import config_from_dict, load_config, to_dict
+    from maskgrpo.config.schema import TrainRun
+
+    order = ["unifiedreward", "clip", "hpsv3"]  # not alphabetical
+    data = {"rewards": {name: {"weight": 1.0} for name in order}}
+    for cfg in (config_from_dict(TrainRun, data), config_from_dict(TrainRun, to_dict(load_config(TrainRun)) | data)):
+        specs = [
+            RewardSpec(n, e.weight, e.scale, dict(e.kwargs), e.allow_nan, e.entry) for n, e in cfg.rewards.items()
+        ]
+        assert [s.name for s in specs] == order
+        fns = [Fixed(name, [float(i)]) for i, name in enumerate(order)]
+        scaled = score_all(fns, specs, blank(1), ["p"], [{}])
+        assert scaled.tolist() == [[0.0, 1.0, 2.0]]  # column f is the f-th reward of the config
+        _, metrics = combine_rewards(scaled, [s.weight for s in specs], [s.name for s in specs])
+        assert [k.split("/")[1] for k in metrics if k.endswith("/mean") and k != "reward/mean"] == order
+
+
 def test_score_all_scales_and_combine_weights_hand_computed():
     # raw a = [1, 2, 3] with scale 0.5 -> [0.5, 1, 1.5]; raw b = [10, 0, -10] with scale 0.2 -> [2, 0, -2]
     # weights (2, 1): R = [2*0.5 + 2, 2*1 + 0, 2*1.5 - 2] = [3, 2, 1]
@@ -360,7 +380,7 @@ def contract_server():
 
 def _offline_setup(name: str, tiny_clip_dir: str, url: str, spec: WorldSpec) -> tuple[dict, dict]:
     """(kwargs, context) that let a registered reward run offline. A new entry must be added here."""
-    remote = {"url": url, "timeout": 10.0, "max_retries": 0}
+    remote = {"url": url, "protocol": "json", "timeout": 10.0, "max_retries": 0, "max_outage_s": 0.0}
     table = {
         "clip": ({"model_path": tiny_clip_dir}, {}),
         "hpsv3": (remote, {}),
@@ -394,3 +414,24 @@ def test_reward_contract(name, tiny_clip_dir, contract_server, world):
     # Through the trainer's path: score_all applies the scale and keeps the (B, F) layout.
     scaled = score_all([fn], [RewardSpec(name, scale=0.5)], images, prompts, metas)
     np.testing.assert_allclose(scaled[:, 0], 0.5 * out)
+
+
+def test_reward_max_outage_s_is_range_checked_and_reaches_every_remote_client(tmp_path):
+    """``reward.max_outage_s`` (> 0, default 600) is what every HTTP reward waits for a server, through
+    build_rewards' context; an entry's own ``max_outage_s`` wins."""
+    from maskgrpo.config import ConfigError, load_config
+    from maskgrpo.config.schema import TrainRun
+    from maskgrpo.rewards.client import REMOTE_REWARDS
+
+    assert load_config(TrainRun).reward.max_outage_s == 600.0
+    config = tmp_path / "run.yaml"
+    config.write_text("reward:\n  max_outage_s: 0\n")
+    with pytest.raises(ConfigError, match=r"run.yaml:2: reward.max_outage_s=0.0 is out of range \(must be > 0.0\)"):
+        load_config(TrainRun, config)
+    cfg = load_config(TrainRun, None, ["reward.max_outage_s=42"])
+    specs = [RewardSpec(name, kwargs={"url": "http://127.0.0.1:1/"}) for name in REMOTE_REWARDS]
+    specs.append(RewardSpec("own", entry="hpsv3", kwargs={"max_outage_s": 5}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the pickle opt-in warning of geneval and deqa
+        fns = build_rewards(specs, context={"max_outage_s": cfg.reward.max_outage_s})
+    assert [fn.max_outage_s for fn in fns] == [42.0] * len(REMOTE_REWARDS) + [5.0]

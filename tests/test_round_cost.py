@@ -62,33 +62,29 @@ def rowwise_logp(model: torch.nn.Module, rollouts, inp: ModelInput, idx: list[in
     return torch.cat(out)  # (b, N)
 
 
-def reference_round(trainer, model: LLaDAModelLM, rollouts, contexts, adv: torch.Tensor, loss_state: torch.Tensor):
-    """Old / ref log-probs and mu inner updates the obvious way; returns (old, ref, metrics, model)."""
+def reference_round(trainer, model: LLaDAModelLM, rollouts, plan, adv: torch.Tensor):
+    """Old / ref log-probs and the plan's mu inner updates the obvious way; returns (old, ref, metrics, model)."""
     cfg = trainer.cfg
     b = rollouts.num_rollouts
     everyone = list(range(b))
     with torch.no_grad():
         model.eval()
-        old = [rowwise_logp(model, rollouts, inp, everyone) for inp in contexts.inputs]
+        old = [rowwise_logp(model, rollouts, inp, everyone) for inp in plan.inputs]
         ref = [o.clone() for o in old]  # full fine-tuning: the reference is the base = the policy before any step
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                             weight_decay=cfg.optim.weight_decay)  # fmt: skip
-    gen = torch.Generator().manual_seed(0)
-    gen.set_state(loss_state)
     mb = cfg.rl.micro_batch_prompts * cfg.rl.group_size
     batches = [list(range(s, min(s + mb, b))) for s in range(0, b, mb)]
     seen: dict[str, list[float]] = {}
     model.train()
     grad_norm = None
-    for m, plan in enumerate(contexts.updates, start=1):
-        inp = contexts.inputs[plan.input_index]
+    for u in plan.updates:
+        i = u.input_index
         for sel in batches:
             t = torch.tensor(sel)
             x = LossInputs(
-                logp=rowwise_logp(model, rollouts, inp, sel), old_logp=old[plan.input_index][t],
-                ref_logp=ref[plan.input_index][t], advantages=adv[t], support=plan.support[t], update_index=m,
-                num_updates=len(contexts.updates), extras={k: v[t] for k, v in rollouts.extras.items()},
-                generator=gen,
+                logp=rowwise_logp(model, rollouts, plan.inputs[i], sel), old_logp=old[i][t], ref_logp=ref[i][t],
+                advantages=adv[t], support=u.support[t], weight=u.weight[t], stage=u.stage, rate=u.rate,
             )  # fmt: skip
             loss, metrics = trainer.parts.loss(x)
             (loss / len(batches)).backward()
@@ -113,17 +109,17 @@ def test_round_equals_the_reference_loop(toy_base_dir, tmp_path, config, micro_b
     if config == "toy_htgrpo.yaml":
         extra.append("patch_options.budgets=[1,2,1]")
     tr = make_trainer(config, toy_base_dir, tmp_path / "run", *extra)
-    tr.rollouts = rollouts = tr.rollout(tr.stream.take(0, P))
-    contexts = tr.parts.context.build(rollouts, MU, tr.gens["context"])
+    rollouts = tr.rollout(tr.stream.take(0, P))
+    plan = tr.plan(rollouts)
     adv = torch.randn(rollouts.num_rollouts, generator=torch.Generator().manual_seed(3))
     model = plain_copy(tr)
-    loss_state = tr.gens["loss"].get_state()
 
-    old, ref = tr.old_and_ref_logp(contexts)
+    forwards = tr.forwards(plan, rollouts.num_rollouts)
+    old, ref = tr.old_and_ref_logp(rollouts, plan, forwards)
     tr.counter.reset()
-    tr.counter.phase = "update"
-    metrics = tr.inner_updates(contexts, adv, old, ref)
-    ref_old, ref_ref, ref_metrics, model = reference_round(tr, model, rollouts, contexts, adv, loss_state)
+    with tr.timer.phase("update"):
+        metrics = tr.inner_updates(rollouts, plan, forwards, adv, old, ref)
+    ref_old, ref_ref, ref_metrics, model = reference_round(tr, model, rollouts, plan, adv)
 
     # model calls per update: micro-batches merge while their distinct rows fit micro_batch_prompts x G.
     # HT-GRPO (one row per prompt, 4 prompts): mb 1 -> budget 3 rows -> 3 + 1 micro-batches = 2 calls;
@@ -176,7 +172,7 @@ def test_round_metrics_reduce_over_reporters_by_the_declared_reduction() -> None
 
 
 def test_first_update_ratio_is_exactly_one_with_lora_dropout_configured(tmp_path, capsys) -> None:
-    """Issue 14.5: with LoRA dropout configured, old log-probs (eval mode) and the first update's log-probs (train
+    """With LoRA dropout configured, old log-probs (eval mode) and the first update's log-probs (train
     mode, before any step) must come from the same function: ratio == 1 exactly on every token."""
     from tiny_models import build_tiny_mmada, write_prompts
 
@@ -205,16 +201,16 @@ def test_first_update_ratio_is_exactly_one_with_lora_dropout_configured(tmp_path
     loss = tr.parts.loss
 
     def recording_loss(x: LossInputs):
-        if x.update_index == 1:
-            ratios.append(torch.exp(x.logp.detach() - x.old_logp))
+        ratios.append(torch.exp(x.logp.detach() - x.old_logp))
         return loss(x)
 
-    recording_loss.reductions = loss.reductions
+    recording_loss.reductions, recording_loss.plan = loss.reductions, loss.plan
     tr.parts.loss = recording_loss
-    tr.rollouts = rollouts = tr.rollout(tr.stream.take(0, 2))
-    contexts = tr.parts.context.build(rollouts, 2, tr.gens["context"])
-    old, ref = tr.old_and_ref_logp(contexts)
-    tr.inner_updates(contexts, torch.randn(rollouts.num_rollouts, generator=gen), old, ref)
-    assert len(ratios) == 2  # two micro-batches (one prompt each) at the first update
-    for r in ratios:
+    rollouts = tr.rollout(tr.stream.take(0, 2))
+    plan = tr.plan(rollouts)
+    forwards = tr.forwards(plan, rollouts.num_rollouts)
+    old, ref = tr.old_and_ref_logp(rollouts, plan, forwards)
+    tr.inner_updates(rollouts, plan, forwards, torch.randn(rollouts.num_rollouts, generator=gen), old, ref)
+    assert len(ratios) == 4  # 2 updates x 2 micro-batches (one prompt each); the first two are update 1
+    for r in ratios[:2]:
         assert torch.equal(r, torch.ones_like(r)), float((r - 1).abs().max())

@@ -1,4 +1,4 @@
-"""Samplers (models.md 3): contract suite over every registered sampler, then per-algorithm constructed cases.
+"""Samplers (docs/models.md 3): contract suite over every registered sampler, then per-algorithm constructed cases.
 
 A fake model honours the call contract (logits only at ``logits_at`` over ``vocab_slice``) with deterministic
 logits that depend on every attended input id, so canvas changes, padding and the unconditional row all matter.
@@ -165,7 +165,7 @@ def test_contract_every_slot_committed_once(name: str, num_steps: int, cfg_scale
 
 @pytest.mark.parametrize("name", SAMPLERS.names())
 def test_contract_replayed_states_reproduce_logp(name: str) -> None:
-    """State before step s = "masked iff commit_step >= s" (models.md 3.4); log p_s(code) recomputed from it."""
+    """State before step s = "masked iff commit_step >= s" (docs/models.md 3.4); log p_s(code) recomputed from it."""
     model, batch = tiny_setup()
     T, K, cfg_scale = 5, TINY.codebook_size, 2.0
     out = run(build_sampler(name, num_steps=T, cfg_scale=cfg_scale), model, batch, seed=3)
@@ -218,7 +218,7 @@ def test_contract_probs_dtype_model(name: str) -> None:
         assert torch.equal(out.n_commit.sum(-1), torch.full((3,), 16))
 
 
-# ---------------------------------------------------------------- classifier-free guidance (models.md 3.1)
+# ---------------------------------------------------------------- classifier-free guidance (docs/models.md 3.1)
 
 
 def test_guided_logits_w0_is_conditional_with_b_rows() -> None:
@@ -288,7 +288,7 @@ def test_guided_logits_rejects_contract_violations() -> None:
         guided_code_logits(wrong, batch, canvas_ids(torch.full((3, 16), 8192), batch), 0.0)
 
 
-# ---------------------------------------------------------------- emerge (models.md 3.2)
+# ---------------------------------------------------------------- emerge (docs/models.md 3.2)
 
 
 def test_emerge_transition_probs_hand_computed() -> None:
@@ -323,7 +323,7 @@ def test_emerge_commit_counts_match_binomial_means(emerge_big: SamplerOutput) ->
     N, T, R = 1024, 12, emerge_big.codes.shape[0]
     pi = [cosine_gamma(s / T) - cosine_gamma((s + 1) / T) for s in range(T - 1)] + [cosine_gamma((T - 1) / T)]
     expected = [N * q for q in pi]
-    # models.md 3.2 lists the expected commits for T=12, N=1024 (rounded to 0.1).
+    # docs/models.md 3.2 lists the expected commits for T=12, N=1024 (rounded to 0.1).
     listed = [8.8, 26.1, 43.1, 59.2, 74.4, 88.3, 100.7, 111.4, 120.1, 126.8, 131.4, 133.7]
     assert expected == pytest.approx(listed, abs=0.06)
     mean = emerge_big.n_commit.double().mean(0)  # (T,)
@@ -344,9 +344,9 @@ def test_emerge_codes_drawn_from_p(emerge_big: SamplerOutput) -> None:
     torch.testing.assert_close(emerge_big.logp_at_commit, expected_logp, atol=1e-5, rtol=1e-5)
 
 
-# ---------------------------------------------------------------- MaskGIT (models.md 3.3)
+# ---------------------------------------------------------------- MaskGIT (docs/models.md 3.3)
 
-# models.md 3.3, N = 1024, fp32; the last entry excludes the one leftover slot filled by the returned draw.
+# docs/models.md 3.3, N = 1024, fp32; the last entry excludes the one leftover slot filled by the returned draw.
 MASKGIT_TABLE = {
     12: [9, 26, 43, 60, 74, 88, 101, 112, 120, 126, 132, 132],
     15: [6, 17, 28, 38, 49, 58, 68, 75, 84, 90, 95, 100, 104, 105, 106],

@@ -1,4 +1,4 @@
-"""Cosine mask schedule (models.md 3.1, 3.3; style_anchors Appendix A.6)."""
+"""Cosine mask schedule (docs/models.md 3.1, 3.3), hand-computed cases."""
 
 from __future__ import annotations
 
@@ -32,14 +32,21 @@ def test_cosine_gamma_endpoints_and_monotone() -> None:
     assert all(a > b for a, b in itertools.pairwise(values))
 
 
-@pytest.mark.parametrize("num_tokens,num_steps", [(16, 4), (1024, 12), (1024, 15), (7, 3)])
-def test_reveal_counts_sum_to_num_tokens(num_tokens: int, num_steps: int) -> None:
-    reveal = cosine_reveal_counts(num_tokens, num_steps)
-    assert len(reveal) == num_steps and sum(reveal) == num_tokens and min(reveal) >= 0
+@pytest.mark.parametrize("num_tokens,num_steps,masked,revealed", [
+    # 7 tokens, 3 steps: floor(7 cos(pi/6)) = floor(6.062) = 6, floor(7 cos(pi/3)) = floor(3.5) = 3, then 0
+    (7, 3, [6, 3, 0], [1, 3, 3]),
+    # 10 tokens, 4 steps: floor(10 * 0.92388) = 9, floor(10 * 0.70711) = 7, floor(10 * 0.38268) = 3, then 0
+    (10, 4, [9, 7, 3, 0], [1, 2, 4, 3]),
+    # 1 token, 2 steps: floor(cos(pi/4)) = 0 after the first step, so it is revealed there and nothing later
+    (1, 2, [0, 0], [1, 0]),
+])  # fmt: skip
+def test_masked_and_reveal_counts_hand_computed(num_tokens, num_steps, masked, revealed) -> None:
+    assert cosine_masked_counts(num_tokens, num_steps) == masked
+    assert cosine_reveal_counts(num_tokens, num_steps) == revealed
 
 
 def test_cosine_gamma_fp32_endpoint_is_negative() -> None:
-    # models.md 3.3: gamma(1) = -4.4e-8 in fp32 (cos of fp32(pi/2)), so floor(N * gamma(1)) = -1 and the
+    # docs/models.md 3.3: gamma(1) = -4.4e-8 in fp32 (cos of fp32(pi/2)), so floor(N * gamma(1)) = -1 and the
     # sampler's clamp makes m = 1 at the last step.
     assert cosine_gamma_fp32(0.0) == 1.0
     assert cosine_gamma_fp32(1.0) < 0
@@ -48,7 +55,7 @@ def test_cosine_gamma_fp32_endpoint_is_negative() -> None:
 
 
 def test_maskgit_target_appendix_a6_and_fp32_rounding() -> None:
-    # Appendix A.6 numbers hold in fp32 too.
+    # The 16-token numbers above hold in fp32 too.
     assert [maskgit_masked_target(16, s, 4) for s in range(3)] == [14, 11, 6]
     # models.md 3.3, T=12: commits 9 26 43 60 74 88 101 112 leave 1024 - 513 = 511 masked after step s=7 (r = 8/12);
     # fp64 gives floor(1024 * 0.5000000000000001) = 512, fp32 cos gives 0.49999997 -> 511.

@@ -1,13 +1,15 @@
-"""ShapesEval (toy_world.md, "Evaluator and reward"): ground truth scores ~1, broken renderings score 0 on the tag
+"""ShapesEval (docs/toy_world.md, "Evaluator and reward"): ground truth scores ~1, broken renderings score 0 on the tag
 they break, partial credit is in [0, 1] and lower for broken images, the detector finds hand-built scenes."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 from maskgrpo.toy import (
@@ -206,3 +208,64 @@ def test_canvas_64_world_round_trip():
     for imgs in (images, tok.decode(tok.encode(images))):
         summary = ev.summarize(ev.score(imgs, evals))
         assert summary["overall"] >= 0.95, summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The ShapesEval sample grid: tiles grouped by tag, caption and pass/fail mark on every tile
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def grid_summary(correct: list[bool], samples: int = 2) -> dict:
+    """An evaluate_shapes-like summary: 3 captions (two 'colors', one 'position'), ``samples`` 8 x 8 images each."""
+    captions = [("a photo of a red circle", "colors"), ("a photo of a blue square", "colors"),
+                ("a photo of a circle left of a square", "position")]  # fmt: skip
+    metas = [{"prompt": p, "tag": t} for p, t in captions for _ in range(samples)]
+    images = np.full((len(metas), 8, 8, 3), 200, dtype=np.uint8)
+    return {"_images": images, "_metas": metas, "_correct": correct, "colors": 0.5, "position": 0.0,
+            "tag_images": {"colors": 2 * samples, "position": samples}}  # fmt: skip
+
+
+def tile_label_pixels(im, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """(h, w, 3) RGB of a region of a PIL image."""
+    return np.asarray(im.convert("RGB"))[y0 : y0 + h, x0 : x0 + w].astype(int)
+
+
+def test_sample_grid_groups_by_tag_with_caption_and_a_mark_per_tile():
+    from maskgrpo.observe import GRID_BORDER_PX, GRID_GAP_PX, GRID_HEADER_PX, GRID_LINE_PX, MARKS, labelled_grid
+    from maskgrpo.toy.evaluate import sample_grid, tag_sections
+
+    summary = grid_summary([True, True, False, True, False, False])
+    sections = tag_sections(summary)
+    # GenEval tag order, the first sample of each caption, the tag's accuracy in its header
+    assert [idx for _, idx in sections] == [[0, 2], [4]]
+    assert sections[0][0].startswith("colors: accuracy 0.500 over 4 images") and sections[1][0].startswith("position")
+    im = sample_grid(summary, sections, scale=3)
+    b, side = GRID_BORDER_PX, 8 * 3
+    tw = max(side + 2 * b, 160)  # a tile is at least 160 px wide for its caption
+    th = 2 * b + side + 4 + GRID_LINE_PX * (3 + 1)  # 3 caption lines + the pass/fail word
+    assert im.size == (2 * (tw + GRID_GAP_PX), 2 * GRID_HEADER_PX + 2 * th)  # 2 columns; 2 tag blocks of one row
+    # border colour = verdict: image 0 passed, image 2 failed (colors row), image 4 failed (position row)
+    row2 = GRID_HEADER_PX + th + GRID_HEADER_PX
+    for (x, y), ok in (((0, GRID_HEADER_PX), True), ((tw + GRID_GAP_PX, GRID_HEADER_PX), False), ((0, row2), False)):
+        assert im.getpixel((x + 1, y + 1)) == MARKS[ok][1]
+        assert im.getpixel((x + b + side // 2, y + b + side // 2)) == (200, 200, 200)  # the image inside the border
+        # the verdict word is written in the mark's colour under the image, the caption in black under that
+        word = tile_label_pixels(im, x, y + 2 * b + side + 2, tw, GRID_LINE_PX)
+        hue, other = (1, 0) if ok else (0, 1)  # green or red glyphs
+        assert ((word[..., hue] > 100) & (word[..., other] < 90) & (word[..., 2] < 90)).sum() > 5
+        caption = tile_label_pixels(im, x, y + 2 * b + side + 2 + GRID_LINE_PX, tw, GRID_LINE_PX)
+        assert (caption.max(-1) < 100).sum() > 5  # dark caption glyphs
+    with pytest.raises(ValueError, match="3 images but 2 texts"):
+        labelled_grid(summary["_images"][:3], ["a", "b"], None)
+
+
+def test_write_eval_writes_the_labelled_tag_grid(tmp_path):
+    from maskgrpo.observe import GRID_HEADER_PX
+    from maskgrpo.toy.evaluate import write_eval
+
+    summary = grid_summary([False] * 6) | {"table": "| tag | accuracy |"}
+    write_eval(summary, tmp_path, "ev")
+    with Image.open(tmp_path / "ev_samples.png") as im:
+        px = np.asarray(im.convert("RGB"))
+    assert tuple(px[GRID_HEADER_PX + 1, 1]) == (210, 0, 0)  # the first tile of the colors block failed
+    assert not any(k.startswith("_") for k in json.loads((tmp_path / "ev.json").read_text()))

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from fixtures_toy import TINY_PRETRAIN
 
-from maskgrpo.backbones.shapes import load_shapes
 from maskgrpo.config import load_config
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.errors import RunError
 from maskgrpo.toy import base_manifest as bm
+from maskgrpo.toy.backbone import load_shapes
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "assets" / "toy_base"

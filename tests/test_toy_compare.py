@@ -74,3 +74,58 @@ def test_quick_study_runs_two_methods_and_resumes_without_rework(toy_base_dir, t
     capsys.readouterr()
     assert main(args) == 0
     assert "0 runs to do" in capsys.readouterr().out
+
+
+def test_budget_schedule_hand_computed():
+    from eval.budget_study import schedule
+
+    # reference 30 rounds at 2000 FE / round = 60000 FE; a method at 800 FE / round gets floor(75) rounds, evaluated
+    # where it reaches 1/2 and all of 60000 FE (rounds 37.5 -> 37, 75) and at the reference's 30 rounds
+    assert schedule(30, 2000.0, 800.0) == (75, (30, 37, 75))
+    assert schedule(30, 2000.0, 2000.0) == (30, (15, 30))  # the reference itself
+    assert schedule(30, 2000.0, 2400.0) == (25, (12, 25))  # a dearer method: fewer rounds, no round-30 point
+
+
+def test_budget_comparisons_on_hand_made_curves():
+    from eval.budget_study import Point, compare_pair
+
+    def pt(r, fe, acc):
+        return Point(r, fe, fe / 100, acc, {t: acc for t in ("single_object", "two_object", "counting", "colors",
+                                                            "position", "color_attr")})  # fmt: skip
+
+    ref = {s: [pt(0, 0, 0.30), pt(2, 1000, 0.34 + s / 100), pt(4, 2000, 0.40 + s / 100)] for s in range(3)}
+    # the method: half the FE per round; at 1000 FE (round 4) 0.36 + s/100, at 2000 FE (round 8) 0.45 + s/100
+    method = {s: [pt(0, 0, 0.30), pt(2, 500, 0.33), pt(4, 1000, 0.36 + s / 100), pt(6, 1500, 0.41 + s / 100),
+                  pt(8, 2000, 0.45 + s / 100)] for s in range(3)}  # fmt: skip
+    got = compare_pair(method, ref, rounds=4)
+    # equal rounds: round 2 -> 0.33 - (0.34 + s/100) = -0.01 - s/100, mean -0.02; round 4 -> -0.04 exactly
+    assert abs(got["equal_rounds"]["half"]["overall"]["mean"] - (-0.02)) < 1e-12
+    assert abs(got["equal_rounds"]["full"]["overall"]["mean"] - (-0.04)) < 1e-12
+    # equal budget: 1000 FE -> +0.02; 2000 FE -> +0.05, with no spread over seeds (a zero-width interval)
+    eb = got["equal_budget"]
+    assert abs(eb["half"]["overall"]["mean"] - 0.02) < 1e-12 and abs(eb["full"]["overall"]["mean"] - 0.05) < 1e-12
+    assert eb["full"]["budget_ratio"] == 1.0 and abs(eb["full"]["overall"]["high"] - 0.05) < 1e-9
+    # time to the reference's final accuracy 0.40 + s/100: first reached at 1500 FE (0.41 + s/100) = 0.75 of 2000
+    tta = got["time_to_accuracy"]
+    assert tta["reached"] == 3 and tta["not_reached"] == 0 and abs(tta["fraction"]["mean"] - 0.75) < 1e-12
+
+
+def test_quick_budget_plan_matches_compute_and_writes_the_report(toy_base_dir, tmp_path):
+    """The budget plan end to end on the tiny base: pilots, matched rounds, evaluations at the budget points, the
+    report and both figures."""
+    out = tmp_path / "budget"
+    args = ["--plan", "budget", "--quick", "--methods", "MaskGRPO", "HT-GRPO", "--seeds", "0", "1", "--out", str(out),
+            f"backbone.path={toy_base_dir}", "rl.rounds=2", "rollout.num_steps=3", "eval.sampler.num_steps=2",
+            "eval.samples_per_prompt=1"]  # fmt: skip
+    assert main(args) == 0
+    pilot = json.loads((out / "pilot.json").read_text())
+    assert pilot["HT-GRPO"]["fe_per_round"] < pilot["MaskGRPO"]["fe_per_round"]
+    report = json.loads((out / "budget.json").read_text())
+    ht_rounds, ht_evals = report["schedule"]["HT-GRPO"]
+    assert ht_rounds > 2 and report["schedule"]["MaskGRPO"][0] == 2
+    rows = [json.loads(x) for x in (out / "ht_grpo" / "seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == ht_rounds and [r["round"] for r in rows if "eval/heldout/overall" in r] == ht_evals
+    full = report["results"]["HT-GRPO"]["equal_budget"]["full"]
+    assert full["overall"]["n"] == 2 and full["budget_ratio"] <= 1.0  # never more compute than MaskGRPO's
+    assert "| HT-GRPO | MaskGRPO |" in (out / "budget.md").read_text()
+    assert (out / "accuracy_vs_budget.png").stat().st_size > 0 and (out / "per_tag_equal_budget.png").is_file()

@@ -1,4 +1,4 @@
-"""ShapesWorld world, tokenizers and layout (toy_world.md): captions, metadata, split, rendering, round trips."""
+"""ShapesWorld world, tokenizers and layout (docs/toy_world.md): captions, metadata, split, rendering, round trips."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from maskgrpo.toy.image_tokenizer import images_to_patches, kmeans, patches_to_i
 
 SPEC = WorldSpec()
 
-# Lines of GenEval's evaluation_metadata.jsonl (benchmarks.md section 1), one per tag: the format to match.
+# Lines of GenEval's evaluation_metadata.jsonl (docs/benchmarks.md section 1), one per tag: the format to match.
 OFFICIAL = {
     "single_object": {"tag": "single_object", "include": [{"class": "bench", "count": 1}],
                       "prompt": "a photo of a bench"},

@@ -9,9 +9,9 @@ from forward_counts import rollout_forwards
 from safetensors.torch import load_file
 from test_htgrpo_patch import run_inprocess, tiny
 
-from maskgrpo.algo.contexts import CONTEXTS
 from maskgrpo.algo.trace import TraceContext, trajectory_rows
 from maskgrpo.algo.types import Rollouts
+from maskgrpo.catalog import CONTEXTS
 from maskgrpo.config import ConfigError, load_config, to_dict
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.layout import T2IBatch
@@ -106,7 +106,7 @@ def test_every_token_in_exactly_one_loss_group(shrink):
     expected = {(b, int(s) // shrink) for b in range(r.num_rollouts) for s in r.commit_step[b]}
     assert r_count == len(expected)  # empty groups get no row
     assert len(ctx.updates) == mu
-    assert all(u.input_index == 0 and torch.equal(u.support, torch.ones_like(u.support)) for u in ctx.updates)
+    assert all(u.input_index == 0 and torch.equal(u.scorable, torch.ones_like(u.scorable)) for u in ctx.updates)
 
 
 def test_first_group_context_is_the_fully_masked_canvas():
@@ -155,15 +155,15 @@ def trace_round(toy_base_dir, tmp_path_factory):
 
 
 def test_trace_round_forward_counts_and_finite_loss(trace_round, toy_base_dir):
-    trainer, m = trace_round
+    trainer, m, rollouts = trace_round
     P, G, mu, shrink, steps = 2, 3, 3, 2, 4
     assert trainer.parts.names["context"] == "trace" and trainer.parts.names["loss"] == "grpo"
-    rows = _distinct_rows(trainer.rollouts.commit_step, shrink)
+    rows = _distinct_rows(rollouts.commit_step, shrink)
     assert rows == P * G * math.ceil(steps / shrink)  # this seeded round leaves no step group empty
     assert m["perf/forwards_update"] == mu * rows  # T / shrink forwards per rollout per update
     assert m["perf/forwards_old_ref"] == 2 * rows  # old + ref: every trajectory context once per round
     # T x (cond + uncond), each distinct row once
-    assert m["perf/forwards_rollout"] == rollout_forwards(trainer.rollouts, steps, trainer.cfg.rl.rollout_batch_size)
+    assert m["perf/forwards_rollout"] == rollout_forwards(rollouts, steps, trainer.cfg.rl.rollout_batch_size)
     assert math.isfinite(m["loss/policy"]) and m["policy/support_frac"] == 1.0
     before = load_file(Path(toy_base_dir) / "model" / "model.safetensors")
     params = dict(trainer.policy.named_parameters())
@@ -175,13 +175,13 @@ def test_trainer_logp_equals_per_token_loop(trace_round, shrink):
     """Vectorised: the trainer's ``_logp`` (one forward per distinct row of the micro-batch, per-token gather).
     Loop reference: for every token, rebuild its sampler state from the commit steps and run the model alone on it
     (full vocabulary head, sliced afterwards)."""
-    trainer, _ = trace_round
-    r, model = trainer.rollouts, trainer.policy
+    trainer, _, r = trace_round
+    model = trainer.policy
     model.eval()
     inp = TraceContext(shrink).build(r, 1, torch.Generator()).inputs[0]
     p, g = r.prompts, r.group_size
     with torch.no_grad():
-        vec = torch.cat([trainer._logp(model, inp, torch.arange(s, s + g)) for s in range(0, r.num_rollouts, g)])
+        vec = torch.cat([trainer._logp(model, r, inp, torch.arange(s, s + g)) for s in range(0, r.num_rollouts, g)])
         ref = torch.empty_like(vec)
         for b in range(r.num_rollouts):
             prompt = int(r.prompt_of_rollout()[b])
@@ -197,7 +197,7 @@ def test_trainer_logp_equals_per_token_loop(trace_round, shrink):
 
 def test_unigrpo_round_runs(toy_base_dir, tmp_path):
     P, G, mu = 2, 3, 3
-    trainer, m = _round(TOY_UNI, tiny(toy_base_dir, tmp_path / "uni"))
+    trainer, m, _ = _round(TOY_UNI, tiny(toy_base_dir, tmp_path / "uni"))
     assert trainer.parts.names["context"] == "random_remask" and trainer.cfg.remask.schedule == "uniform"
     assert m["perf/forwards_update"] == mu * P * G and math.isfinite(m["loss/policy"])
 

@@ -1,4 +1,4 @@
-"""Tiny stand-ins for the released checkpoints, written in the upstream on-disk formats (models.md 1.6, 4).
+"""Tiny stand-ins for the released checkpoints, written in the upstream on-disk formats (docs/models.md 1.6, 4).
 
 Everything the real loaders read, nothing they would download:
 
@@ -27,16 +27,16 @@ from maskgrpo.models.loading import save_llada_sharded
 from maskgrpo.models.magvit2 import MagvitV2, MagvitV2Config, save_magvit2
 
 MMADA_VOCAB = 134656
-"""Embedding rows of MMaDA-8B (models.md 1.1), kept in the tiny model so offsets and slices are real."""
+"""Embedding rows of MMaDA-8B (docs/models.md 1.1), kept in the tiny model so offsets and slices are real."""
 MMADA_TEXT_VOCAB = 126349
-"""len(tokenizer) of the LLaDA tokenizer = the image-code offset (models.md 2.1)."""
+"""len(tokenizer) of the LLaDA tokenizer = the image-code offset (docs/models.md 2.1)."""
 
 TINY_LLADA = {"d_model": 64, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 128}
-"""models.md 1.6: d_model 64, 2 layers, 4 heads (head dim 16), MLP 128."""
+"""docs/models.md 1.6: d_model 64, 2 layers, 4 heads (head dim 16), MLP 128."""
 
 TINY_MAGVIT = {"ch": 32, "encoder_ch_mult": [1, 1, 2], "encoder_num_res_blocks": [1, 1, 1],
                "decoder_ch_mult": [1, 1, 2], "decoder_num_res_blocks": [1, 1, 1], "z_channels": 13}  # fmt: skip
-"""models.md 4 tiny MAGVIT-v2: 4x downsampling (a 4x4 grid decodes to 16x16 px), real 13-bit codes."""
+"""docs/models.md 4 tiny MAGVIT-v2: 4x downsampling (a 4x4 grid decodes to 16x16 px), real 13-bit codes."""
 
 TINY_TEXT_WINDOW = 17
 TINY_GRID = 4

@@ -1,3 +1,2 @@
-"""The baseline's math (equations), context builders and losses; registries for the swappable parts."""
-
-from maskgrpo.algo import trace  # noqa: F401  (registers the TraceGRPO context "trace" with CONTEXTS)
+"""The baseline's math (equations), context builders, losses and the round's update plan (registered by name in
+``maskgrpo.catalog``)."""

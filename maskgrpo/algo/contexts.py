@@ -1,13 +1,14 @@
-"""Context builders: the input the log-probs are evaluated in, and the support set, per inner update.
+"""Context builders: the inputs the log-probs are evaluated in, and which tokens each inner update may score.
 
-Baseline (``random_remask``, method.md 2 [MG]): inner update m re-masks every image position of every rollout
-independently with probability ratio_m; the support set is the re-masked positions. Registered by name; the patch
-adds its own builders to the same registry without touching this file.
+Baseline (``random_remask``, docs/method.md 2 [MG]): inner update m re-masks every image position of every rollout
+independently with probability ratio_m; the scorable tokens are the re-masked positions. Registered by name; the
+patch adds its own builders to the same registry without touching this file. The loss then picks which scorable
+tokens train and with which weight: the two together are the round's plan (``maskgrpo.algo.plan``).
 
-The rule every builder keeps (method.md 3.5): a token is never scored at a slot that is visible in its own input
-row (:func:`scored_at_visible_slot` is all False). The one exemption is explicit: ``loss_mask: upstream_count``,
+The rule every plan keeps (docs/method.md 3.5): a token is never trained at a slot that is visible in its own input row
+(:func:`trained_at_visible_slot` is all False). The one exemption is explicit: ``loss_mask: upstream_count``,
 upstream MaskGRPO's quirk of weighting every token by how many of the mu masks covered it, visible ones included.
-tests/test_context_rule.py checks the rule over every registered builder.
+tests/test_context_rule.py checks the rule on the plan of every registered builder.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any, Protocol
 import torch
 
 from maskgrpo.algo.equations import remask_ratio
-from maskgrpo.algo.types import ModelInput, Rollouts, RoundContexts, UpdatePlan
+from maskgrpo.algo.plan import RoundPlan
+from maskgrpo.algo.types import ContextUpdate, ModelInput, Rollouts, RoundContexts
 from maskgrpo.forward_plan import forward_groups
 from maskgrpo.layout import T2IBatch
-from maskgrpo.registry import Registry
 
 
 class ContextBuilder(Protocol):
@@ -29,21 +30,15 @@ class ContextBuilder(Protocol):
         ...
 
 
-CONTEXTS: Registry[Any] = Registry("context builder")
-"""name -> factory(cfg: TrainRun, options: the preset's typed patch options or None) -> ContextBuilder."""
-
-
-def scored_at_visible_slot(rollouts: Rollouts, contexts: RoundContexts) -> torch.Tensor:
-    """(mu, B, N) bool: token k of rollout i is in update m's support set while its own input row shows a code (not
-    the mask id) at slot k. The rule of every context builder is that this is all False."""
+def trained_at_visible_slot(rollouts: Rollouts, plan: RoundPlan) -> torch.Tensor:
+    """(mu, B, N) bool: token k of rollout i trains in update m (the plan's support) while its own input row shows a
+    code (not the mask id) at slot k. The rule of every context builder and loss is that this is all False."""
     p = rollouts.prompts
     out = []
-    for plan in contexts.updates:
-        inp = contexts.inputs[plan.input_index]
-        rows = inp.rows if inp.rows.dim() == 2 else inp.rows[:, None].expand_as(rollouts.codes)  # (B, N)
-        slots = inp.input_ids[:, p.image_positions]  # (R, N)
-        shown = slots.gather(0, rows) != p.mask_id  # (B, N): slots[rows[i, k], k]
-        out.append(shown & (plan.support > 0))
+    for u in plan.updates:
+        slots = plan.inputs[u.input_index].input_ids[:, p.image_positions]  # (R, N)
+        shown = slots.gather(0, plan.rows(u.m)) != p.mask_id  # (B, N): slots[rows[i, k], k]
+        out.append(shown & (u.support > 0))
     return torch.stack(out)  # (mu, B, N)
 
 
@@ -58,7 +53,7 @@ def remask_ratios(schedule: str, num_updates: int, min_mask_rate: float, generat
 
 
 class RandomRemask:
-    """MaskGRPO's random re-masking context [MG] (method.md 2). Every rollout gets its own input rows."""
+    """MaskGRPO's random re-masking context [MG] (docs/method.md 2). Every rollout gets its own input rows."""
 
     def __init__(self, schedule: str = "increasing", min_mask_rate: float = 0.6, loss_mask: str = "current") -> None:
         if loss_mask not in ("current", "upstream_count"):
@@ -81,26 +76,23 @@ class RandomRemask:
             inputs.append(ModelInput(x, attn, torch.arange(len(rows), device=dev)))
         if self.loss_mask == "upstream_count":  # upstream quirk: weight = how many of the mu masks covered a token
             count = torch.stack(masks).sum(0).float()  # (B, N)
-            updates = [UpdatePlan(i, count) for i in range(num_updates)]
+            updates = [ContextUpdate(i, count) for i in range(num_updates)]
         else:
-            updates = [UpdatePlan(i, m.float()) for i, m in enumerate(masks)]
+            updates = [ContextUpdate(i, m.float()) for i, m in enumerate(masks)]
         return RoundContexts(inputs, updates)
 
 
-@CONTEXTS.register("random_remask")
-def _random_remask(cfg: Any, options: Any = None) -> RandomRemask:
+def random_remask(cfg: Any, options: Any = None) -> RandomRemask:
+    """``rl.context: random_remask`` (maskgrpo.catalog)."""
     return RandomRemask(cfg.remask.schedule, cfg.remask.min_mask_rate, cfg.remask.loss_mask)
 
 
-def forward_rows(builder: ContextBuilder, prompts: int, micro_batch_prompts: int, group_size: int,
-                 num_image_tokens: int, num_steps: int, num_updates: int) -> tuple[int, int]:  # fmt: skip
-    """(update rows, old/ref rows): the most model-input rows one forward reads on a rank with ``prompts`` prompts,
-    in an inner update and in an old / reference pass, as the trainer groups its micro-batches
-    (``maskgrpo.forward_plan.forward_groups``: whole micro-batches merged while <= micro_batch_prompts * G rows).
-    Measured by building ``builder``'s contexts on synthetic rollouts in which every one of ``num_steps`` sampler
-    steps commits tokens (the most trajectory rows) and ranks follow the commit order. With 3 prompts per rank and
-    one per micro-batch: MaskGRPO G; HT-GRPO 3 (one shared row per prompt); A5 1 + G; TraceGRPO G * ceil(T / shrink).
-    """
+def _synthetic_round(builder: ContextBuilder, prompts: int, micro_batch_prompts: int, group_size: int,
+                     num_image_tokens: int, num_steps: int,
+                     num_updates: int) -> tuple[RoundContexts, list[list[int]]]:  # fmt: skip
+    """The contexts ``builder`` makes for synthetic rollouts in which every one of ``num_steps`` sampler steps commits
+    tokens (the most trajectory rows) and ranks follow the commit order, and per context input the rows of each
+    forward group, grouped as the trainer groups its micro-batches (``maskgrpo.forward_plan.forward_groups``)."""
     b, n = prompts * group_size, num_image_tokens
     ids = torch.ones(prompts, n + 2, dtype=torch.long)  # (P, T): id 1 = the mask id; ids 0 / 1 code / mask
     ids[:, [0, -1]] = 2  # one text slot each side
@@ -113,5 +105,30 @@ def forward_rows(builder: ContextBuilder, prompts: int, micro_batch_prompts: int
     ctx = builder.build(rollouts, num_updates, torch.Generator().manual_seed(0))
     mb = micro_batch_prompts * group_size
     micro_batches = [torch.arange(s, min(s + mb, b)) for s in range(0, b, mb)]
-    rows = [max(g.rows for g in forward_groups(inp.rows, micro_batches, mb)) for inp in ctx.inputs]
+    return ctx, [[g.rows for g in forward_groups(inp.rows, micro_batches, mb)] for inp in ctx.inputs]
+
+
+def forward_rows(builder: ContextBuilder, prompts: int, micro_batch_prompts: int, group_size: int,
+                 num_image_tokens: int, num_steps: int, num_updates: int) -> tuple[int, int]:  # fmt: skip
+    """(update rows, old/ref rows): the most model-input rows one forward reads on a rank with ``prompts`` prompts,
+    in an inner update and in an old / reference pass, as the trainer groups its micro-batches
+    (``maskgrpo.forward_plan.forward_groups``: whole micro-batches merged while <= micro_batch_prompts * G rows).
+    Measured by building ``builder``'s contexts on synthetic rollouts in which every one of ``num_steps`` sampler
+    steps commits tokens (the most trajectory rows) and ranks follow the commit order. With 3 prompts per rank and
+    one per micro-batch: MaskGRPO G; HT-GRPO 3 (one shared row per prompt); A5 1 + G; TraceGRPO G * ceil(T / shrink).
+    """
+    ctx, groups = _synthetic_round(builder, prompts, micro_batch_prompts, group_size, num_image_tokens, num_steps,
+                                   num_updates)  # fmt: skip
+    rows = [max(g) for g in groups]
     return max(rows[u.input_index] for u in ctx.updates), max(rows)
+
+
+def round_rows(builder: ContextBuilder, prompts: int, micro_batch_prompts: int, group_size: int,
+               num_image_tokens: int, num_steps: int, num_updates: int) -> tuple[int, int]:  # fmt: skip
+    """(update rows, pass rows) of a whole round on a rank: model rows through forward + backward over the
+    ``num_updates`` inner updates, and model rows of one no-grad pass over every distinct context (the old
+    log-probs; the reference pass reads as many again). Same synthetic rollouts as :func:`forward_rows`. With 3
+    prompts per rank, G = 9, mu = 8: MaskGRPO (8 x 27, 8 x 27), HT-GRPO (8 x 3, 3)."""
+    ctx, groups = _synthetic_round(builder, prompts, micro_batch_prompts, group_size, num_image_tokens, num_steps,
+                                   num_updates)  # fmt: skip
+    return sum(sum(groups[u.input_index]) for u in ctx.updates), sum(sum(g) for g in groups)

@@ -1,7 +1,7 @@
-"""TraceGRPO baseline [Trace] (method.md 4): trajectory-recording contexts, as the HT paper ran it.
+"""TraceGRPO baseline [Trace] (docs/method.md 4): trajectory-recording contexts, as the HT paper ran it.
 
 The context of token k of rollout i is the true sampler state just before k was committed: positions with commit
-step >= t_i(k) masked, the rest showing the rollout's codes (models.md 3.4, the "step map"). With ``shrink`` > 1,
+step >= t_i(k) masked, the rest showing the rollout's codes (docs/models.md 3.4, the "step map"). With ``shrink`` > 1,
 ``shrink`` consecutive sampler steps share one context, the state before the group's first step. The support set
 is every image token with weight 1 and the loss is the baseline ``grpo`` (A_hat = A_i), so a TraceGRPO run is
 ``rl.context: trace`` + ``rl.loss: grpo`` (configs/toy_tracegrpo.yaml).
@@ -12,7 +12,7 @@ own step group. The trainer forwards every distinct row of a micro-batch once, s
 T / shrink forwards per rollout (versus 1 for MaskGRPO and 1 / G for HT-GRPO), and old + reference log-probs
 2 * R no-grad forwards per round (the same contexts serve every inner update).
 
-Symbols (method.md): t_i(k) = ``commit_step[i, k]``, T = sampler steps, s = ``shrink``, group g(k) = t(k) // s,
+Symbols (docs/method.md): t_i(k) = ``commit_step[i, k]``, T = sampler steps, s = ``shrink``, group g(k) = t(k) // s,
 group start = g * s.
 """
 
@@ -22,12 +22,11 @@ from typing import Any
 
 import torch
 
-from maskgrpo.algo.contexts import CONTEXTS
-from maskgrpo.algo.types import ModelInput, Rollouts, RoundContexts, UpdatePlan
+from maskgrpo.algo.types import ContextUpdate, ModelInput, Rollouts, RoundContexts
 
 
 def trajectory_rows(commit_step: torch.Tensor, shrink: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The (rollout, step group) rows of a trajectory context and each token's row [Trace] (method.md 4).
+    """The (rollout, step group) rows of a trajectory context and each token's row [Trace] (docs/method.md 4).
 
     commit_step: (B, N) long, t_i(k) in [0, T). A token's group is g = t // shrink; the rows are the distinct
     (i, g) pairs that occur, sorted by rollout then group (empty groups get no row). Returns
@@ -45,7 +44,7 @@ def trajectory_rows(commit_step: torch.Tensor, shrink: int) -> tuple[torch.Tenso
 
 
 def sampler_state_masked(commit_step: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-    """Which image slots are still masked just before sampler step ``start`` (models.md 3.4, the step map).
+    """Which image slots are still masked just before sampler step ``start`` (docs/models.md 3.4, the step map).
 
     commit_step: (R, N) long; start: (R,) long. Slot k is masked iff t(k) >= start: it is committed at or after
     that step. Returns (R, N) bool. start = 0 gives the fully masked canvas x_M.
@@ -54,9 +53,9 @@ def sampler_state_masked(commit_step: torch.Tensor, start: torch.Tensor) -> torc
 
 
 class TraceContext:
-    """TraceGRPO's trajectory context [Trace] (method.md 4): one row per (rollout, group of ``shrink`` steps).
+    """TraceGRPO's trajectory context [Trace] (docs/method.md 4): one row per (rollout, group of ``shrink`` steps).
 
-    Every inner update uses the same input and the full support (all tokens, weight 1); the contexts depend only on
+    Every inner update uses the same input and may score every token (weight 1); the contexts depend only on
     the rollouts, so the generator is not used.
     """
 
@@ -74,10 +73,10 @@ class TraceContext:
         ids = p.input_ids.to(dev)[prompt].clone()  # (R, T)
         ids[:, p.image_positions.to(dev)] = torch.where(masked, p.mask_id, rollouts.image_ids()[row_rollout])
         inp = ModelInput(ids, p.attention_mask.to(dev)[prompt], rows)
-        every = torch.ones(rollouts.codes.shape, device=dev)  # (B, N): support = all tokens, weight 1
-        return RoundContexts([inp], [UpdatePlan(0, every) for _ in range(num_updates)])
+        every = torch.ones(rollouts.codes.shape, device=dev)  # (B, N): every token scorable, weight 1
+        return RoundContexts([inp], [ContextUpdate(0, every) for _ in range(num_updates)])
 
 
-@CONTEXTS.register("trace")
-def _trace(cfg: Any, options: Any = None) -> TraceContext:
+def trace_context(cfg: Any, options: Any = None) -> TraceContext:
+    """``rl.context: trace`` (maskgrpo.catalog)."""
     return TraceContext(cfg.trace.shrink)

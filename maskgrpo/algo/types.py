@@ -60,23 +60,25 @@ class ModelInput:
 
 
 @dataclass(frozen=True)
-class UpdatePlan:
-    """What inner update m (1-based) uses: which ModelInput, and the support-set weights of every token.
+class ContextUpdate:
+    """What a context builder says about inner update m: the input it reads and the tokens that may be scored there.
 
-    support: (B, N) float, 0 = not in the support set S; 1 for plain membership (other values weight tokens,
-             e.g. the upstream mask-count quirk).
+    input_index: which ``RoundContexts.inputs`` entry the update reads.
+    scorable:    (B, N) float, 0 = the token must not be scored in this context (e.g. it is visible in its row);
+                 > 0 = it may be, with this aggregation weight (1 plain; the upstream mask-count quirk counts masks).
+    The loss then picks the tokens that train from the scorable ones (``maskgrpo.algo.plan``).
     """
 
     input_index: int
-    support: torch.Tensor
+    scorable: torch.Tensor
 
 
 @dataclass(frozen=True)
 class RoundContexts:
-    """A context builder's output for one round: the distinct inputs and, per inner update, the plan."""
+    """A context builder's output for one round: the distinct inputs and, per inner update, what it may score."""
 
     inputs: list[ModelInput]
-    updates: list[UpdatePlan]
+    updates: list[ContextUpdate]
 
 
 @dataclass(frozen=True)
@@ -86,10 +88,11 @@ class LossInputs:
     logp, old_logp:  (b, N) float32 log pi_theta / log pi_old of the committed codes in this update's context.
     ref_logp:        (b, N) float32 or None (kl_beta = 0).
     advantages:      (b,) float32 group advantages A_i.
-    support:         (b, N) float support weights from the context builder.
-    update_index:    m, 1-based; num_updates: mu.
-    extras:          (b, N) rollout extras (e.g. "rank").
-    generator:       for losses that draw random subsets (dedicated, checkpointed).
+    support:         (b, N) float, the plan's support set S: 0 = not trained, > 0 = trained with this aggregation
+                     weight (maskgrpo.algo.plan.UpdatePlan.support).
+    weight:          (b, N) float, the plan's advantage weights: A_hat = weight * A_i (1 for the baseline).
+    stage:           the plan's label of the update (HT-GRPO: global / structure / refine), or None.
+    rate:            the plan's subset rate p of the update (HT-GRPO, Eq. 8), or None.
     """
 
     logp: torch.Tensor
@@ -97,7 +100,6 @@ class LossInputs:
     ref_logp: torch.Tensor | None
     advantages: torch.Tensor
     support: torch.Tensor
-    update_index: int
-    num_updates: int
-    extras: dict[str, torch.Tensor]
-    generator: torch.Generator
+    weight: torch.Tensor
+    stage: str | None = None
+    rate: float | None = None

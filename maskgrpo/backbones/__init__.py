@@ -1,12 +1,9 @@
-"""Backbones: a model plus the prompt encoder and image decoder around it, behind one small interface."""
+"""Backbones: a model plus the prompt encoder and image decoder around it, behind one small interface.
 
-from maskgrpo.backbones.base import BACKBONES, Backbone, generate_codes
+The loaders are registered by name in ``maskgrpo.catalog.BACKBONES`` (lazy: importing this package imports none of
+them): ``mmada`` and ``lumina`` here, ``shapes`` in ``maskgrpo.toy.backbone``.
+"""
 
-__all__ = ["BACKBONES", "Backbone", "generate_codes"]
+from maskgrpo.catalog import BACKBONES
 
-# Registration side effects: each module registers its loader under its name.
-from maskgrpo.backbones import (
-    lumina,  # noqa: E402,F401
-    mmada,  # noqa: E402,F401
-    shapes,  # noqa: E402,F401
-)
+__all__ = ["BACKBONES"]

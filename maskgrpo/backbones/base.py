@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from maskgrpo.catalog import BACKBONES
 from maskgrpo.errors import RunError, one_line
 from maskgrpo.layout import T2IBatch
-from maskgrpo.registry import Registry
 
 
 class Backbone(Protocol):
@@ -60,10 +60,6 @@ def tokenizer_unknown_words(tokenizer: Any, captions: list[str]) -> list[str]:
     return [w for w, i in zip(words, ids) if unk in i]
 
 
-BACKBONES: Registry[Any] = Registry("backbone")
-"""name -> loader(path: str, **options) -> Backbone."""
-
-
 def load_backbone(name: str, path: str, dtype: torch.dtype, device: str | torch.device, options: dict) -> Backbone:
     """The registered loader ``name`` on ``path``; a bad base (missing, truncated or garbled file, wrong keys or
     shapes, unknown option) is a :class:`RunError` whose one line names the backbone, the path and the loader's
@@ -94,3 +90,10 @@ def generate_codes(
         batch = backbone.prompt_batch(prompts[s : s + batch_size]).to(device)
         chunks.append(sampler.sample(backbone.model, batch, generator).codes.cpu())
     return torch.cat(chunks)  # (P, N)
+
+
+def loader_defaults(loader: Any) -> dict[str, Any]:
+    """The default options of a backbone loader (its keyword arguments besides path, dtype and device)."""
+    skip = ("path", "dtype", "device")
+    params = inspect.signature(loader).parameters
+    return {k: p.default for k, p in params.items() if k not in skip and p.kind is not inspect.Parameter.VAR_KEYWORD}

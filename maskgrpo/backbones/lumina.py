@@ -9,8 +9,8 @@ checkpoints)::
                                                  own config.json, or a hub id with a vqvae/ subfolder)
 
 Row layout, batching and the left-padding deviation from upstream: ``maskgrpo.layout_lumina``. Load-time checks
-(models.md 7.6; every error names the file): V - 8192 == 126356 read from config.json before any weight is loaded
-(the error prints V), the models.md 1.4 key set and shapes (``load_llada``), ``<uncondition>`` tokenises to the
+(docs/models.md 7.6; every error names the file): V - 8192 == 126356 read from config.json before any weight is loaded
+(the error prints V), the docs/models.md 1.4 key set and shapes (``load_llada``), ``<uncondition>`` tokenises to the
 single id 126351, the tokenised template stays below the image-code offset and puts the first code at
 ``code_start = len(tok(prompt)) + 2``, and ``vqvae/config.json`` has ``num_vq_embeddings`` 8192,
 ``lookup_from_codebook`` true and a downsampling factor 2^(len(block_out_channels) - 1) equal to ``vq_downsample``
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskgrpo.backbones.base import BACKBONES, check_loader_options, tokenizer_unknown_words
+from maskgrpo.backbones.base import check_loader_options, tokenizer_unknown_words
 from maskgrpo.backbones.mmada import (
     TOKENIZER_PATTERNS,
     MMaDABackbone,
@@ -146,7 +146,7 @@ class LuminaBackbone:
 
 
 def check_vq_config(config: dict, layout: LuminaLayout, expected_downsample: int, where: str) -> tuple[int, int]:
-    """models.md 7.6 on the VQ config: 8192 codes, codebook lookup, the downsampling factor. Returns (factor, C).
+    """docs/models.md 7.6 on the VQ config: 8192 codes, codebook lookup, the downsampling factor. Returns (factor, C).
 
     The factor of a diffusers VQModel is 2^(len(block_out_channels) - 1) (one stride-2 stage between blocks).
     """
@@ -170,7 +170,7 @@ def check_vq_config(config: dict, layout: LuminaLayout, expected_downsample: int
 
 
 def check_lumina_vocab(model_dir: Path, layout: LuminaLayout) -> int:
-    """models.md 7.6: V - 8192 == 126356 from config.json, before any weight is read; the error prints V."""
+    """docs/models.md 7.6: V - 8192 == 126356 from config.json, before any weight is read; the error prints V."""
     v = read_llada_config(model_dir, layout.mask_id).embedding_size
     if v - layout.codebook_size != layout.code_offset:
         raise ValueError(
@@ -182,7 +182,7 @@ def check_lumina_vocab(model_dir: Path, layout: LuminaLayout) -> int:
 
 
 def check_lumina_tokenizer(tokenizer: Any, layout: LuminaLayout, where: str) -> dict[str, Any]:
-    """models.md 7.6: ``<uncondition>`` -> [126351]; template ids below the code offset. Returns what was checked.
+    """docs/models.md 7.6: ``<uncondition>`` -> [126351]; template ids below the code offset. Returns what was checked.
 
     The ids of ``<IMAGE>``, ``</IMAGE>``, ``<answer>``, ``</answer>`` as token strings and ``len(tokenizer)`` are
     (unverified) and only logged; a mismatch is a warning.
@@ -212,7 +212,7 @@ def check_lumina_tokenizer(tokenizer: Any, layout: LuminaLayout, where: str) -> 
 
 
 def check_code_start(backbone: LuminaBackbone) -> None:
-    """models.md 7.6: in the unpadded row of a probe prompt the first code is at len(tok(prompt)) + 2, newlines
+    """docs/models.md 7.6: in the unpadded row of a probe prompt the first code is at len(tok(prompt)) + 2, newlines
     close every image row, and the batched row is that row left-padded to the unconditional text's length."""
     lay = backbone.layout
     text = backbone.tokenize([lay.prompt_text("a")])[0]
@@ -225,10 +225,9 @@ def check_code_start(backbone: LuminaBackbone) -> None:
                              f"code_start {len(text) + 2} + {pad} pads")  # fmt: skip
     newline = len(text) + 2 + pad + torch.arange(lay.grid_h) * (lay.grid_w + 1) + lay.grid_w  # (Ht,) row ends
     if not bool((row[newline] == lay.newline_id).all()) or bool((row[batch.image_positions] != lay.mask_id).any()):
-        raise AssertionError("layout self-check failed: newline / mask slots are not where models.md 5 puts them")
+        raise AssertionError("layout self-check failed: newline / mask slots are not where docs/models.md 5 puts them")
 
 
-@BACKBONES.register("lumina")
 def load_lumina(
     path: str | os.PathLike = "Alpha-VLLM/Lumina-DiMOO",
     dtype: torch.dtype = torch.bfloat16,
@@ -246,7 +245,7 @@ def load_lumina(
     decode_batch_size: int = 4,
     **options: Any,
 ) -> LuminaBackbone:
-    """Load Lumina-DiMOO (model, tokenizer, VQ) and check them against each other and the layout (models.md 7.6).
+    """Load Lumina-DiMOO (model, tokenizer, VQ) and check them against each other and the layout (docs/models.md 7.6).
 
     Args:
         path: checkpoint directory or hub id (``Alpha-VLLM/Lumina-DiMOO``); weights, tokenizer and ``vqvae/``.
@@ -260,9 +259,9 @@ def load_lumina(
         vq_dtype: VQ dtype, "float32" (default) or "bfloat16".
         tokenizer_path: text tokenizer directory or hub id; default ``path``.
         gradient_checkpointing: recompute each block in the backward pass (~1.1 GB instead of ~25 GB of activations
-            per 1024 x 1024 row, models.md 6).
+            per 1024 x 1024 row, docs/models.md 6).
         strict_tokenizer: run the models.md 7.6 tokenizer checks (``<uncondition>`` id, template below the offset).
-        attend_pads: upstream's "attend to pads" option (models.md 1.3); left pads then reach the attention.
+        attend_pads: upstream's "attend to pads" option (docs/models.md 1.3); left pads then reach the attention.
         decode_batch_size: images per VQ decoder call.
     """
     vq_torch_dtype = check_loader_options("lumina", load_lumina, options, vq_dtype)
@@ -283,7 +282,7 @@ def load_lumina(
         for name, ids in checked["template"].items():
             logger.info("Lumina %s template (%d tokens): %s", name, len(ids), tokenizer.convert_ids_to_tokens(ids))
     else:
-        logger.warning("strict_tokenizer=false: models.md 7.6 tokenizer checks skipped for %s", tok_src)
+        logger.warning("strict_tokenizer=false: docs/models.md 7.6 tokenizer checks skipped for %s", tok_src)
 
     vq, factor, embed_dim = _load_vq(model_dir, vq_path, vq_subfolder, layout, vq_downsample, vq_torch_dtype, device)
     if gradient_checkpointing:
@@ -310,8 +309,8 @@ def _load_vq(model_dir: Path, vq_path: str | os.PathLike | None, subfolder: str,
     elif Path(vq_path).is_dir():
         root = str(vq_path)
         sub = None if (Path(vq_path) / CONFIG_FILE).is_file() else subfolder
-    else:  # a hub id (HF_HUB_OFFLINE=1: the local cache only)
-        root, sub = str(vq_path), subfolder
+    else:  # a hub id: local rank 0 fetches its subfolder, a miss offline is one line (models/loading.py)
+        root, sub = str(resolve_checkpoint_dir(vq_path, (f"{subfolder}/*",))), subfolder
     where = str(Path(root) / (sub or "") / CONFIG_FILE)
     try:
         config = VQModel.load_config(root, subfolder=sub)

@@ -6,7 +6,7 @@ Sources (all local directories or hub ids; the same code loads the 8B release an
     vq_path       showlab/magvitv2          pytorch_model.safetensors (loaded by ``load_magvit2``)
     tokenizer_path                          defaults to ``path``
 
-Row layout (models.md 2.2), text window W, N = grid^2 image slots, built by ``MMaDALayout``::
+Row layout (docs/models.md 2.2), text window W, N = grid^2 image slots, built by ``MMaDALayout``::
 
     [iPAD]*(W - len(t)) + t + [<|soi|>] + [MASK]*N + [<|eoi|>],   t = [<|t2i|>, BOS] + tokenize(prompt) + [EOS]
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskgrpo.backbones.base import BACKBONES, check_loader_options, tokenizer_unknown_words
+from maskgrpo.backbones.base import check_loader_options, tokenizer_unknown_words
 from maskgrpo.layout import MMaDALayout, T2IBatch, mmada_8b
 from maskgrpo.models import LLaDAModelLM
 from maskgrpo.models.loading import WEIGHT_PATTERNS, load_llada, resolve_checkpoint_dir
@@ -36,9 +36,9 @@ from maskgrpo.models.magvit2 import MagvitV2, MagvitV2Config, load_magvit2
 
 logger = logging.getLogger(__name__)
 
-#: Token strings of the LLaDA tokenizer that must sit at the layout's ids (models.md 2.1, 7.4).
+#: Token strings of the LLaDA tokenizer that must sit at the layout's ids (docs/models.md 2.1, 7.4).
 TOKEN_NAMES: dict[str, str] = {"bos_id": "<|startoftext|>", "eos_id": "<|endoftext|>", "mask_id": "<|mdm_mask|>"}
-#: A chat-template token that must already exist in the tokenizer (checks that nothing was added, models.md 7.4).
+#: A chat-template token that must already exist in the tokenizer (checks that nothing was added, docs/models.md 7.4).
 REQUIRED_TOKENS: tuple[str, ...] = ("<|end_header_id|>",)
 #: Tokenizer files fetched with the weights when ``path`` is a hub id.
 TOKENIZER_PATTERNS: tuple[str, ...] = ("*.json", "*.model", "*.txt", "*.tiktoken")
@@ -72,7 +72,7 @@ class MMaDABackbone:
         return tokenizer_unknown_words(self.tokenizer, captions)
 
     def check_codes(self, codes: torch.Tensor) -> None:
-        """models.md 7.8: (B, N) integer codes in [0, K); a mask id or a vocabulary id is named, never clamped."""
+        """docs/models.md 7.8: (B, N) integer codes in [0, K); a mask id or a vocabulary id is named, never clamped."""
         lay = self.layout
         if codes.dim() != 2 or codes.shape[1] != lay.num_image_tokens:
             raise ValueError(f"codes must be (B, {lay.num_image_tokens}), got {tuple(codes.shape)}")
@@ -121,7 +121,7 @@ def check_tokenizer(tokenizer: Any, layout: MMaDALayout, where: str) -> None:
     if n != layout.code_offset:
         raise ValueError(
             f"{where}: len(tokenizer) = {n} but the image codes start at {layout.code_offset}; code k must be id "
-            "len(tokenizer) + k (models.md 2.1). Wrong tokenizer, or tokens were added?"
+            "len(tokenizer) + k (docs/models.md 2.1). Wrong tokenizer, or tokens were added?"
         )
     unk = getattr(tokenizer, "unk_token_id", None)
     for field, token in TOKEN_NAMES.items():
@@ -144,7 +144,6 @@ def _enable_checkpointing(model: LLaDAModelLM) -> None:
     enable()
 
 
-@BACKBONES.register("mmada")
 def load_mmada(
     path: str | os.PathLike,
     dtype: torch.dtype = torch.bfloat16,
@@ -169,13 +168,13 @@ def load_mmada(
         dtype: LLaDA weight dtype (bf16 for 8B runs).
         device: device of the LLaDA model and of MAGVIT-v2.
         vq_path: MAGVIT-v2 weights (directory, file or hub id ``showlab/magvitv2``).
-        text_window: W, prompt columns of a row (513 = MMaDA inference; MaskGRPO RL used 257, models.md 2.3).
+        text_window: W, prompt columns of a row (513 = MMaDA inference; MaskGRPO RL used 257, docs/models.md 2.3).
         tokenizer_path: text tokenizer directory or hub id; default ``path``.
         grid: image codes per side (32 at 512 px).
         gradient_checkpointing: recompute each block in the backward pass (~0.4 GB instead of ~8 GB of activations
-            per 1539-token row, models.md 6).
-        strict_tokenizer: run the models.md 7.4 tokenizer checks (length == code offset, special ids).
-        attend_pads: MaskGRPO's "attend to pads" reproduction option (models.md 1.3).
+            per 1539-token row, docs/models.md 6).
+        strict_tokenizer: run the docs/models.md 7.4 tokenizer checks (length == code offset, special ids).
+        attend_pads: MaskGRPO's "attend to pads" reproduction option (docs/models.md 1.3).
         expected_vocab: V the checkpoint must have (134656 for MMaDA-8B); None only asserts V >= offset + 8192.
         vq_config: MagvitV2Config fields for a non-released MAGVIT-v2 (tiny test tokenizers); None = the release.
         vq_dtype: MAGVIT-v2 dtype, "float32" (default; the decoder is 40 M params) or "bfloat16".
@@ -197,7 +196,7 @@ def load_mmada(
     if strict_tokenizer:
         check_tokenizer(tokenizer, layout, str(tok_src))
     else:
-        logger.warning("strict_tokenizer=false: models.md 7.4 tokenizer checks skipped for %s", tok_src)
+        logger.warning("strict_tokenizer=false: docs/models.md 7.4 tokenizer checks skipped for %s", tok_src)
 
     vq_cfg = MagvitV2Config(**vq_config) if vq_config is not None else None
     vq = load_magvit2(vq_path, config=vq_cfg, dtype=vq_torch_dtype, device=device)

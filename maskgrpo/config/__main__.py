@@ -1,15 +1,20 @@
 """``python -m maskgrpo.config [SECTION]``: print every config key with its type, default and docstring."""
 
-import sys
+import argparse
+import dataclasses
 
 from maskgrpo.config import describe, schema
 
 
-def main() -> None:
-    name = sys.argv[1] if len(sys.argv) > 1 else "ToyPretrainRun"
-    cls = getattr(schema, name, None)
+def main(argv: list[str] | None = None) -> None:
+    sections = [n for n in dir(schema) if dataclasses.is_dataclass(getattr(schema, n))]
+    ap = argparse.ArgumentParser(prog="python -m maskgrpo.config", description=__doc__)
+    ap.add_argument("section", nargs="?", default="ToyPretrainRun",
+                    help="a config dataclass, e.g. TrainRun (an RL run) or ToyPretrainRun (the default)")  # fmt: skip
+    args = ap.parse_args(argv)
+    cls = getattr(schema, args.section, None)
     if cls is None:
-        sys.exit(f"unknown section {name!r}; valid: {[n for n in dir(schema) if n[0].isupper()]}")
+        ap.exit(2, f"error: unknown section {args.section!r}; valid: {sections}\n")
     print("\n".join(describe(cls)))
 
 

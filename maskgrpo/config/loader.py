@@ -379,7 +379,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 def config_from_dict(cls: type[T], data: dict, where: str = "<dict>") -> T:
     """Same checks as load_config for an in-memory mapping (e.g. a config stored in a checkpoint)."""
-    node = yaml.compose(yaml.safe_dump(data))
+    node = yaml.compose(yaml.safe_dump(data, sort_keys=False))  # keep the order (rewards combine in it)
     return _build(cls, _from_node(node, where) if node is not None else _Val({}, _Src(where)))
 
 

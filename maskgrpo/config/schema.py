@@ -1,7 +1,7 @@
 """Config sections shared by the entry points (toy pretraining, RL training, evaluation).
 
 Each field has a docstring under it; ``python -m maskgrpo.config SECTION`` prints them. Symbols in brackets refer to
-method.md's notation table.
+docs/method.md's notation table.
 """
 
 from __future__ import annotations
@@ -9,18 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from maskgrpo.catalog import BACKBONES, SAMPLERS  # names only: no runtime module is imported
 from maskgrpo.config.loader import ConfigError, FieldError, RawSection, one_of, rng
 
 
 def _sampler_names() -> list[str]:
-    from maskgrpo.sampling import SAMPLERS  # late import: the registry fills when sampling is imported
-
     return SAMPLERS.names()
 
 
 def _backbone_names() -> list[str]:
-    from maskgrpo.backbones import BACKBONES  # late import: heavy (transformers), only when the key is given
-
     return BACKBONES.names()
 
 
@@ -51,6 +48,9 @@ class ShapesWorldConfig:
     the default world has 240 captions, so at most 119), disjoint from the training prompts."""
     seed: int = field(default=0, metadata=rng(ge=0))
     """Seed of the prompt split and the codebook fit (the world itself is fixed by the other fields)."""
+    shapes: tuple[str, ...] | None = None
+    """Object classes in caption order (names in maskgrpo.toy.world.SHAPE_MASKS, e.g. [circle, square, triangle,
+    diamond]); null = circle, square, triangle. world.json holds it only when set, so older bases stay as they were."""
 
     def __post_init__(self) -> None:
         if self.canvas % self.patch:
@@ -130,6 +130,61 @@ class ShapesEvalConfig:
 
 
 @dataclass(frozen=True)
+class TrainEvalConfig(ShapesEvalConfig):
+    """ShapesEval of an RL run: before training, every ``every`` rounds, and after."""
+
+    every: int = field(default=0, metadata=rng(ge=0))
+    """Rounds between ShapesEvals during training (0 = only before and after). Each one goes into that round's
+    metrics.jsonl line under ``eval/`` (with the ``budget/`` spent so far) and into evals/round_<N>*.json; it uses
+    its own fixed-seed generator, so a run's training numbers are the same with or without it."""
+    rounds: tuple[int, ...] = ()
+    """Further rounds to evaluate at (besides every ``every``-th), e.g. the rounds where a cheaper method has spent
+    half and all of another method's compute (eval.toy_compare's budget plan)."""
+    val: bool = False
+    """Also evaluate the base's validation captions (world.json ``val_prompts``, when it has them): the split on
+    which RL settings are chosen, disjoint from the held-out captions (``_val`` files, ``eval/val/`` keys)."""
+
+
+@dataclass(frozen=True)
+class PromptSplitConfig:
+    """How the world's captions are split (maskgrpo.toy.world.split_prompts) and drawn for pretraining; the defaults
+    give what every base made before these keys existed had. The split is saved in world.json, so loading a base
+    never reads them."""
+
+    min_eval_per_tag: int = field(default=0, metadata=rng(ge=0))
+    """Held-out captions every tag gets before the round-robin (at most half of the tag's captions)."""
+    covered: bool = False
+    """Hold a caption out only if its classes, count, colours and relation all stay in the tag's training captions
+    (a held-out caption is then a new combination of trained parts, not an unseen part)."""
+    tag_balanced: bool = False
+    """Pretraining draws a tag uniformly, then one of its captions (default: a caption uniformly, so a world's
+    color_attr captions, most of them, fill most batches). Balanced like the RL prompts' ``order: tag``."""
+    val_per_tag: int = field(default=0, metadata=rng(ge=0))
+    """Training captions per tag set aside as a validation split (world.json ``val_prompts``): pretrained on, not in
+    ``train_prompts`` (so not RL prompts), disjoint from the held-out captions; for choosing RL settings."""
+
+
+@dataclass(frozen=True)
+class PretrainCheckpointConfig:
+    """Resumable pretraining (``--resume``) and the learning curve; none of it changes the weights of a run."""
+
+    every: int = field(default=500, metadata=rng(ge=0))
+    """Steps between saved training states (model, optimizer, every RNG) under <output_dir>/.pretrain_state; the
+    state is removed once the base is complete. 0 = none."""
+    keep_all: bool = False
+    """Also keep every saved state as <output_dir>_states/step_<N>.pt (to make the base of any saved step later:
+    copy it to <dir>/.pretrain_state/state.pt and run with checkpoint.end_step=N --resume)."""
+    eval_every: int = field(default=0, metadata=rng(ge=0))
+    """Steps between ShapesEvals of the model being trained (held-out and the eval.train_prompts_per_tag pick) into
+    <output_dir>/pretrain_curve.jsonl; 0 = none."""
+    eval_samples: int = field(default=8, metadata=rng(ge=1))
+    """Images per caption in those curve evaluations."""
+    end_step: int = field(default=0, metadata=rng(ge=0))
+    """Stop after this many steps with the learning-rate schedule of pretrain.steps (the base is the model at that
+    step); 0 = pretrain.steps."""
+
+
+@dataclass(frozen=True)
 class ToyPretrainRun:
     """Top level of ``python -m maskgrpo.toy.pretrain``: world + model + pretraining + evaluation of the base."""
 
@@ -143,6 +198,15 @@ class ToyPretrainRun:
     """Masked-token pretraining."""
     eval: ShapesEvalConfig = field(default_factory=ShapesEvalConfig)
     """ShapesEval of the pretrained base."""
+    split: PromptSplitConfig = field(default_factory=PromptSplitConfig)
+    """Train / held-out / validation caption split."""
+    checkpoint: PretrainCheckpointConfig = field(default_factory=PretrainCheckpointConfig)
+    """Saved training states, the learning curve, an early end."""
+
+    def __post_init__(self) -> None:
+        if self.checkpoint.end_step > self.pretrain.steps:
+            raise FieldError("checkpoint.end_step", f"{self.checkpoint.end_step} > pretrain.steps "
+                             f"({self.pretrain.steps})")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -186,6 +250,14 @@ class RewardEntry:
     """false: a failed / non-finite score stops training with an error naming the reward; true: drop that term."""
     entry: str | None = None
     """Registered reward when the key is only a label (two CLIP models: ``clip_b32: {entry: clip, ...}``)."""
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    max_outage_s: float = field(default=600.0, metadata=rng(gt=0.0))
+    """Seconds a reward server may stay unreachable (connection refused or reset, timeouts, HTTP 502/503/504) before
+    the run checkpoints and stops; meanwhile every HTTP reward re-sends its request with backoff, logging one line per
+    minute (maskgrpo/rewards/client.py). An entry's ``kwargs.max_outage_s`` overrides it for that reward."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +317,7 @@ class RemaskConfig:
 @dataclass(frozen=True)
 class TraceConfig:
     shrink: int = field(default=1, metadata=rng(ge=1))
-    """Consecutive sampler steps per trajectory context of the ``trace`` context builder (TraceGRPO, method.md 4):
+    """Consecutive sampler steps per trajectory context of the ``trace`` context builder (TraceGRPO, docs/method.md 4):
     one context per group of ``shrink`` steps, T / shrink forwards per rollout per update [Trace: 8 for text;
     1 = one context per commit step, the default for 12-step image rollouts]."""
 
@@ -305,12 +377,14 @@ class TrainRun:
     """Rollout sampler [MG: emerge, 12 steps, CFG 3.0]."""
     rewards: dict[str, RewardEntry] = field(default_factory=lambda: {"shapes_geneval": RewardEntry()})
     """Reward functions by registered name, e.g. ``hpsv3: {weight: 1.0, scale: 0.2}``; R = sum weight*scale*raw."""
+    reward: RewardSettings = field(default_factory=RewardSettings)
+    """Settings shared by every reward (how long a reward server may be down)."""
     rl: RLConfig = field(default_factory=RLConfig)
     """GRPO settings."""
     remask: RemaskConfig = field(default_factory=RemaskConfig)
     """Random-remask context (baseline)."""
     trace: TraceConfig = field(default_factory=TraceConfig)
-    """Trajectory-recording context ``trace`` (TraceGRPO baseline, method.md 4)."""
+    """Trajectory-recording context ``trace`` (TraceGRPO baseline, docs/method.md 4)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimizer."""
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -321,8 +395,8 @@ class TrainRun:
     """Checkpoints and resume."""
     log: LogSettings = field(default_factory=LogSettings)
     """Logging."""
-    eval: ShapesEvalConfig | None = None
-    """Held-out ShapesEval before and after training (ShapesWorld only; null skips)."""
+    eval: TrainEvalConfig | None = None
+    """Held-out ShapesEval before, during (``eval.every``) and after training (ShapesWorld only; null skips)."""
     patch: str | None = None
     """Preset of components: null = MaskGRPO; 'htgrpo' = HT-GRPO (imports the htgrpo_patch package only then)."""
     patch_options: RawSection = field(default_factory=RawSection)

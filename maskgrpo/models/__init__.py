@@ -1,4 +1,4 @@
-"""Backbone models. ``LLaDAModelLM`` is the LLaDA / MMaDA / Lumina-DiMOO mask predictor (models.md 1).
+"""Backbone models. ``LLaDAModelLM`` is the LLaDA / MMaDA / Lumina-DiMOO mask predictor (docs/models.md 1).
 
 Importing this package registers ``model_type = "llada"`` with ``AutoConfig`` / ``AutoModel`` so that
 ``AutoModel.from_pretrained(<saved tiny model dir>)`` works offline; registration is skipped if already done.

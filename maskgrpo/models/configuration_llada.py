@@ -1,7 +1,7 @@
 """Configuration of the LLaDA-style bidirectional transformer shared by LLaDA-8B, MMaDA-8B and Lumina-DiMOO-8B.
 
 Field names follow the OLMo-style ``config.json`` that the released checkpoints ship (``d_model``, ``n_heads``,
-``mlp_hidden_size``, ...), so a downloaded config loads as-is (models.md 1.1). Only the one architecture those
+``mlp_hidden_size``, ...), so a downloaded config loads as-is (docs/models.md 1.1). Only the one architecture those
 checkpoints use is implemented: a Llama-style block (separate q/k/v, SiLU-gated MLP), RMSNorm without bias, RoPE,
 no biases, no dropout. Settings that would select anything else are rejected at construction time, so a config that
 asks for a different architecture fails loudly instead of silently running the wrong math.
@@ -39,7 +39,7 @@ _SUPPORTED_OLMO_SWITCHES: dict[str, tuple[Any, ...]] = {
 
 
 class LLaDAConfig(PreTrainedConfig):
-    """Hyper-parameters of the LLaDA backbone (models.md 1.1). Defaults are LLaDA-8B's values.
+    """Hyper-parameters of the LLaDA backbone (docs/models.md 1.1). Defaults are LLaDA-8B's values.
 
     Tests build tiny networks by passing small ``d_model`` / ``n_layers`` / ``mlp_hidden_size``; real checkpoints
     carry their own values in config.json.
@@ -80,7 +80,7 @@ class LLaDAConfig(PreTrainedConfig):
     """If true there is no separate head: logits = h @ wte.weight^T and the key ``model.transformer.ff_out.weight``
     does not exist (290 tensors instead of 291 at 32 layers)."""
     mask_token_id: int = 126336
-    """Id of ``<|mdm_mask|>`` in the released tokenizers (models.md 1.1); the layout object owns all other ids."""
+    """Id of ``<|mdm_mask|>`` in the released tokenizers (docs/models.md 1.1); the layout object owns all other ids."""
     max_sequence_length: int = 4096
     """Longest row the released models were trained on; RoPE is computed on the fly, so this only documents it."""
     block_type: str = "llama"
@@ -88,7 +88,7 @@ class LLaDAConfig(PreTrainedConfig):
     include_bias: bool = False
     """Linear biases; the checkpoints have none and only ``False`` is implemented."""
     attend_pads: bool = False
-    """False: honour the key-padding ``attention_mask`` (MMaDA behaviour, our decision in models.md 1.3).
+    """False: honour the key-padding ``attention_mask`` (MMaDA behaviour, our decision in docs/models.md 1.3).
     True: ignore it and attend to pads, reproducing the MaskGRPO / Lumina-DiMOO copies of the model."""
     initializer_range: float = 0.02
     """Std of the normal init of linears and the embedding (only used for weights not loaded from a checkpoint)."""

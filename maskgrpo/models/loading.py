@@ -1,6 +1,6 @@
 """Strict loading of released LLaDA / MMaDA checkpoints into ``LLaDAModelLM`` without remote code (models.md 1, 7).
 
-On-disk format of the released checkpoints (models.md 1.4), which ``save_llada_sharded`` also writes::
+On-disk format of the released checkpoints (docs/models.md 1.4), which ``save_llada_sharded`` also writes::
 
     config.json                          OLMo field names (d_model, n_heads, ...), model_type "mmada" or "llada"
     model.safetensors.index.json         {"metadata": {"total_size": ...}, "weight_map": {key: shard file}}
@@ -8,12 +8,12 @@ On-disk format of the released checkpoints (models.md 1.4), which ``save_llada_s
 
 ``load_llada`` checks, before reading any tensor data (every error names the file and the keys):
 
-- 7.1 key set: exactly the 9 * n_layers + 3 names of models.md 1.4 (291 at 32 layers), or one fewer (290)
+- 7.1 key set: exactly the 9 * n_layers + 3 names of docs/models.md 1.4 (291 at 32 layers), or one fewer (290)
   when the head ``model.transformer.ff_out.weight`` is absent; then the head is tied to ``wte`` (weight_tying);
 - 7.2 shapes from the safetensors headers against the shapes the config implies, and ``embedding_size`` against
   ``expected_vocab`` (134656 MMaDA, 126464 LLaDA; the error prints the V it found);
 - 7.3 config: llama block, no biases, n_kv_heads == n_heads (LLaDAConfig rejects anything else), the mask id, and for
-  a 4096-wide network every LLaDA-8B value of models.md 1.1; weight_tying consistent with the head key.
+  a 4096-wide network every LLaDA-8B value of docs/models.md 1.1; weight_tying consistent with the head key.
 
 Memory: the model is built on the meta device in the target dtype and each tensor is assigned as it is read, cast
 on its own, so an 8B bf16 load peaks at ~16.2 GB plus one tensor (never a full fp32 copy, never a random init).
@@ -37,6 +37,13 @@ from typing import Any
 
 import torch
 
+from maskgrpo.hub import (  # noqa: F401  (re-exported: the loaders' entry points)
+    WeightsNotCached,
+    fetch_hint,
+    local_rank_first,
+    looks_like_hub_id,
+    resolve_hub_dir,
+)
 from maskgrpo.layout import mmada_8b
 
 from .configuration_llada import LLaDAConfig
@@ -69,37 +76,18 @@ REFERENCE_8B: dict[str, Any] = {
 }
 
 RELEASED_MASK_ID = mmada_8b().mask_id
-"""``<|mdm_mask|>``: the same id in LLaDA-8B, MMaDA-8B and Lumina-DiMOO (models.md 1.1); the layout owns it."""
+"""``<|mdm_mask|>``: the same id in LLaDA-8B, MMaDA-8B and Lumina-DiMOO (docs/models.md 1.1); the layout owns it."""
 
 #: Files fetched from the hub for an LLaDA checkpoint (a local directory is used as is).
 WEIGHT_PATTERNS = (CONFIG_FILE, INDEX_FILE, "*.safetensors")
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-def looks_like_hub_id(value: str) -> bool:
-    """``owner/name`` with no leading ``.``, ``/`` or ``~`` and exactly one slash (a hub repo id, not a path)."""
-    return bool(_HUB_ID.fullmatch(value)) and not value.startswith((".", "/", "~"))
-
-
 def resolve_checkpoint_dir(
-    path_or_hub_id: str | os.PathLike, allow_patterns: tuple[str, ...] = WEIGHT_PATTERNS
+    path_or_hub_id: str | os.PathLike, allow_patterns: tuple[str, ...] | None = WEIGHT_PATTERNS
 ) -> Path:
-    """A local directory as is; anything else is a hub id fetched (or found in the cache) by ``snapshot_download``.
-
-    With ``HF_HUB_OFFLINE=1`` a hub id resolves only from the local cache and fails fast otherwise.
-    """
-    path = Path(path_or_hub_id)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise NotADirectoryError(f"{path} is a file; pass the checkpoint directory (config.json + safetensors)")
-    if not looks_like_hub_id(str(path_or_hub_id)):
-        raise FileNotFoundError(f"{path_or_hub_id}: no such directory, and not a hub id of the form owner/name")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id=str(path_or_hub_id), allow_patterns=list(allow_patterns)))
+    """A local directory as is; a hub id fetched (or found in the cache) with ``allow_patterns`` (None: the whole
+    repository), local rank 0 first; offline, a miss is one line naming the fetch command (``maskgrpo.hub``)."""
+    return resolve_hub_dir(path_or_hub_id, allow_patterns)
 
 
 def read_json(file: str | os.PathLike) -> Any:
@@ -135,7 +123,7 @@ def _short(items: list[str], limit: int = 12) -> str:
 
 
 def read_llada_config(directory: str | os.PathLike, expected_mask_id: int | None = RELEASED_MASK_ID) -> LLaDAConfig:
-    """``config.json`` (OLMo names) -> LLaDAConfig, with the checks of models.md 7.3 that need no weights.
+    """``config.json`` (OLMo names) -> LLaDAConfig, with the checks of docs/models.md 7.3 that need no weights.
 
     Unknown extra keys (``mlp_ratio``, ``llm_vocab_size``, a stale ``num_vq_tokens``, ...) are kept as attributes
     and otherwise ignored. ``expected_mask_id`` None skips the mask-id check.
@@ -226,7 +214,7 @@ _FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 
 
 def _expected_shapes(config: LLaDAConfig) -> dict[str, tuple[int, ...]]:
-    """Key -> shape implied by the config (models.md 1.4), read off a meta-device model so names never drift."""
+    """Key -> shape implied by the config (docs/models.md 1.4), read off a meta-device model so names never drift."""
     with torch.device("meta"):
         model = LLaDAModelLM(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -239,7 +227,7 @@ def check_checkpoint(
     config_file: Path,
     expected_vocab: int | None = None,
 ) -> LLaDAConfig:
-    """models.md 7.1 / 7.2 against the headers; returns the config with ``weight_tying`` set from the head key.
+    """docs/models.md 7.1 / 7.2 against the headers; returns the config with ``weight_tying`` set from the head key.
 
     A checkpoint without ``model.transformer.ff_out.weight`` is loaded tied (the head = ``wte``; a warning if the
     config said otherwise). A checkpoint with the head and ``weight_tying: true`` is contradictory and rejected.
@@ -248,7 +236,7 @@ def check_checkpoint(
     if has_head and config.weight_tying:
         raise ValueError(f"{config_file}: weight_tying is true but {entries[HEAD_KEY].file} holds {HEAD_KEY}")
     if not has_head and not config.weight_tying:
-        warnings.warn(f"{source}: no {HEAD_KEY}; tying the head to wte (weight_tying=true, models.md 1.1)",
+        warnings.warn(f"{source}: no {HEAD_KEY}; tying the head to wte (weight_tying=true, docs/models.md 1.1)",
                       UserWarning, stacklevel=3)  # fmt: skip
         config.weight_tying = True
     if expected_vocab is not None and config.embedding_size != expected_vocab:
@@ -262,7 +250,7 @@ def check_checkpoint(
             {int(m.group(1)) for k in entries if (m := re.match(r"model\.transformer\.blocks\.(\d+)\.", k))}
         )
         raise ValueError(
-            f"{source}: the key set is not models.md 1.4 for n_layers={config.n_layers} "
+            f"{source}: the key set is not docs/models.md 1.4 for n_layers={config.n_layers} "
             f"({len(expected)} tensors expected, {len(entries)} found; block indices found: "
             f"{f'{blocks[0]}..{blocks[-1]}' if blocks else 'none'}). missing ({len(missing)}): [{_short(missing)}]; "
             f"unexpected ({len(unexpected)}): [{_short([f'{k} (in {entries[k].file.name})' for k in unexpected])}]"
@@ -299,7 +287,7 @@ def load_llada(
         device: where the parameters end up.
         expected_vocab: V the checkpoint must have (134656 MMaDA, 126464 LLaDA); None skips the check.
         expected_mask_id: ``mask_token_id`` the config must carry (126336 in every release); None skips it.
-        attend_pads: override ``config.attend_pads`` (models.md 1.3); None keeps the config's value.
+        attend_pads: override ``config.attend_pads`` (docs/models.md 1.3); None keeps the config's value.
     """
     t0 = time.perf_counter()
     d = resolve_checkpoint_dir(path_or_hub_id)
@@ -339,7 +327,7 @@ def _assign_from_files(model: torch.nn.Module, by_file: dict[Path, list[str]], d
 
 
 def llada_config_json(config: LLaDAConfig, model_type: str = "mmada", dtype: torch.dtype | None = None) -> dict:
-    """The OLMo-style config.json of the released checkpoints for this config (fields of models.md 1.1)."""
+    """The OLMo-style config.json of the released checkpoints for this config (fields of docs/models.md 1.1)."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {list(MODEL_TYPES)}, got {model_type!r}")
     out = {
@@ -425,9 +413,12 @@ __all__ = [
     "MODEL_TYPES",
     "REFERENCE_8B",
     "TensorEntry",
+    "WeightsNotCached",
     "check_checkpoint",
+    "fetch_hint",
     "llada_config_json",
     "load_llada",
+    "local_rank_first",
     "open_safetensors",
     "read_json",
     "read_llada_config",

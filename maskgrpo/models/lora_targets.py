@@ -1,4 +1,4 @@
-"""Which linears LoRA adapts in the LLaDA backbone (models.md 1.5).
+"""Which linears LoRA adapts in the LLaDA backbone (docs/models.md 1.5).
 
 MaskGRPO lists Llama names (``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj``); in this architecture only
 q/k/v/up exist under those names, so its LoRA silently covers 4 of the 7 block linears. Worse, the block's down

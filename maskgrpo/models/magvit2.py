@@ -1,6 +1,6 @@
 """MAGVIT-v2 image tokenizer (MMaDA's ``showlab/magvitv2``): conv encoder, LFQ quantizer, conv decoder.
 
-Written from the facts in models.md 4; parameter names follow the released checkpoint so it loads strictly::
+Written from the facts in docs/models.md 4; parameter names follow the released checkpoint so it loads strictly::
 
     pixels (B,3,H,W) in [-1,1] --encoder--> z (B,13,H/16,W/16) --LFQ--> codes (B, h*w) in [0, 8192)
     codes --embedding (+-1 per bit)--> (B,13,h,w) --decoder--> pixels (B,3,H,W)
@@ -8,7 +8,7 @@ Written from the facts in models.md 4; parameter names follow the released check
 LFQ (lookup-free quantisation): each of the ``z_channels`` latent channels gives one bit, ``bit_c = z_c > 0``;
 the code index reads the bits with channel 0 as the most significant bit, and the code vector of an index is
 ``+1`` where its bit is set and ``-1`` elsewhere. The two quantizer buffers are a deterministic function of
-``z_channels`` and are regenerated, never trusted from a file (models.md 7.7 checks a stored table instead).
+``z_channels`` and are regenerated, never trusted from a file (docs/models.md 7.7 checks a stored table instead).
 
 The hub ``config.json`` holds no architecture fields, so :class:`MagvitV2Config`'s defaults are the released
 architecture (95,387,004 parameters in 380 tensors); smaller values exist only for tests.
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-#: Released-architecture invariants asserted at load time (models.md 4 and 7.7).
+#: Released-architecture invariants asserted at load time (docs/models.md 4 and 7.7).
 FULL_NUM_PARAMS = 95_387_004
 FULL_ENCODER_PARAMS = 55_439_171
 FULL_DECODER_PARAMS = 39_947_833
@@ -44,7 +44,7 @@ QUANT_BUFFER_KEYS = ("quantize.embedding", "quantize.power_vals")
 
 @dataclass(frozen=True)
 class MagvitV2Config:
-    """Architecture of the MAGVIT-v2 tokenizer. Defaults = the released ``showlab/magvitv2`` (models.md 4)."""
+    """Architecture of the MAGVIT-v2 tokenizer. Defaults = the released ``showlab/magvitv2`` (docs/models.md 4)."""
 
     ch: int = 128
     """Base width; level i of the encoder has ``ch * encoder_ch_mult[i]`` channels."""
@@ -346,7 +346,7 @@ class MagvitV2(nn.Module):
         return codes.flatten(1)  # (B, h*w)
 
     def check_codes(self, codes: torch.Tensor) -> None:
-        """Raise ValueError unless every code is in [0, codebook_size) (models.md 7.8; never clamp silently)."""
+        """Raise ValueError unless every code is in [0, codebook_size) (docs/models.md 7.8; never clamp silently)."""
         if codes.dtype.is_floating_point or codes.dtype == torch.bool:
             raise ValueError(f"codes must be an integer tensor, got {codes.dtype}")
         if codes.numel() == 0:
@@ -391,7 +391,7 @@ class MagvitV2(nn.Module):
 
     @staticmethod
     def preprocess(images: Sequence[Image.Image | np.ndarray] | np.ndarray, size: int) -> torch.Tensor:
-        """Images -> (B, 3, size, size) float32 in [-1, 1] (models.md 2.4).
+        """Images -> (B, 3, size, size) float32 in [-1, 1] (docs/models.md 2.4).
 
         Bicubic resize of the shortest side to ``size`` (PIL), centre crop to ``size`` x ``size``, then
         ``x / 255 * 2 - 1``. ``images``: a list of PIL images or (H, W, 3) uint8 arrays, or one (B, H, W, 3) uint8
@@ -432,10 +432,10 @@ def _find_weight_file(path_or_dir: str | os.PathLike) -> Path:
     path = Path(path_or_dir)
     if path.is_file():
         return path
-    if not path.is_dir():
-        from huggingface_hub import snapshot_download
+    if not path.is_dir():  # a hub id: local rank 0 fetches, a miss offline is one line (models/loading.py)
+        from maskgrpo.models.loading import resolve_checkpoint_dir
 
-        path = Path(snapshot_download(repo_id=str(path_or_dir), allow_patterns=[*WEIGHT_FILES, "*.json"]))
+        path = resolve_checkpoint_dir(path_or_dir, (*WEIGHT_FILES, "*.json"))
     for name in WEIGHT_FILES:
         if (path / name).is_file():
             return path / name
@@ -454,7 +454,7 @@ def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_quant_buffers(state: dict[str, torch.Tensor], config: MagvitV2Config, file: Path) -> None:
-    """A stored LFQ table must equal the regenerated one (models.md 7.7): it pins the bit order."""
+    """A stored LFQ table must equal the regenerated one (docs/models.md 7.7): it pins the bit order."""
     power_vals, embedding = LFQ.make_buffers(config.z_channels)
     for key, ref in zip(QUANT_BUFFER_KEYS, (embedding, power_vals)):
         if key not in state:
@@ -485,7 +485,7 @@ def load_magvit2(
     ``pytorch_model.bin``, or a hub id (e.g. ``showlab/magvitv2``) fetched with ``snapshot_download``.
     The parameter key set and shapes must equal the model's exactly; the two ``quantize`` buffers may be absent,
     and if ``quantize.embedding`` is stored it must equal the regenerated table. For the default config the
-    released sizes are asserted too (models.md 7.7). Every error names the file and the offending keys.
+    released sizes are asserted too (docs/models.md 7.7). Every error names the file and the offending keys.
     """
     config = config if config is not None else MagvitV2Config()
     file = _find_weight_file(path_or_dir)

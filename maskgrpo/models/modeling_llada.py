@@ -1,6 +1,6 @@
 """LLaDA-style bidirectional transformer (the backbone of LLaDA-8B, MMaDA-8B and Lumina-DiMOO-8B).
 
-Forward, models.md 1.2 (B rows, T positions, C = d_model, H heads of width D = C / H, V = embedding_size)::
+Forward, docs/models.md 1.2 (B rows, T positions, C = d_model, H heads of width D = C / H, V = embedding_size)::
 
     h = wte[ids]                                                   (B, T, C), no scaling
     per block:  a = rms(h) * attn_norm.w
@@ -10,16 +10,16 @@ Forward, models.md 1.2 (B rows, T positions, C = d_model, H heads of width D = C
                 h += ff_out(silu(ff_proj(m)) * up_proj(m))         ff_proj = gate, up_proj = up, ff_out = down
     logits = head(rms(h) * ln_f.w)                                 head = transformer.ff_out (or wte if tied)
 
-Parameter names are exactly the released checkpoints' (models.md 1.4), so their safetensors load strictly:
+Parameter names are exactly the released checkpoints' (docs/models.md 1.4), so their safetensors load strictly:
 ``model.transformer.{wte, blocks.{i}.{attn_norm, q_proj, k_proj, v_proj, attn_out, ff_norm, ff_proj, up_proj,
 ff_out}, ln_f, ff_out}.weight``. There are no biases and no buffers; RoPE tables are computed per forward.
 
-Two departures from the upstream remote code, both decided in models.md 1.3: attention is always bidirectional
+Two departures from the upstream remote code, both decided in docs/models.md 1.3: attention is always bidirectional
 (upstream turns a lone ``attention_mask`` into a causal mask) and pads are hidden from every query by a key-padding
 mask unless ``config.attend_pads`` asks for the MaskGRPO / Lumina behaviour of attending to them.
 
 The head can be restricted to a few positions (``logits_at``) and a row range of the head weight (``vocab_slice``),
-so a text-to-image caller gets (B, N, 8192) image-code logits without ever materialising (B, T, V) (models.md 6).
+so a text-to-image caller gets (B, N, 8192) image-code logits without ever materialising (B, T, V) (docs/models.md 6).
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ class LLaDAModelLM(PreTrainedModel):
 
     Loads the released safetensors strictly via ``from_pretrained`` and round-trips with ``save_pretrained``.
     With ``config.weight_tying`` there is no ``ff_out`` head module at all (so no ``_tied_weights_keys``): the
-    logits use ``wte.weight`` directly, which matches a checkpoint that lacks the head key (models.md 1.4).
+    logits use ``wte.weight`` directly, which matches a checkpoint that lacks the head key (docs/models.md 1.4).
     """
 
     config_class = LLaDAConfig

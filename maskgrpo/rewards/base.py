@@ -8,7 +8,7 @@ per image. Rewards are chosen in YAML by registry name, each with a weight ``w_f
       clip: {weight: 1.0, scale: 1.0, model_path: openai/clip-vit-large-patch14}
       unifiedreward: {weight: 1.0, scale: 0.2, url: "http://127.0.0.1:18088/score"}
 
-The trainer calls three stages, in order (benchmarks.md section 4):
+The trainer calls three stages, in order (docs/benchmarks.md section 4):
 
 1. :func:`score_all` on its local rollouts -> ``R_f = c_f * raw_f``, shape (N_local, F);
 2. an all-gather of that matrix across ranks (the trainer's job) -> (N_global, F);
@@ -73,9 +73,9 @@ class RewardSpec:
     name: str
     """Name of the reward in logs (``reward/<name>/mean``) and, unless ``entry`` is set, its registry name."""
     weight: float = 1.0
-    """w_f in R = sum_f w_f * R_f (benchmarks.md section 4; 1 for every reward in MaskGRPO and HT-GRPO)."""
+    """w_f in R = sum_f w_f * R_f (docs/benchmarks.md section 4; 1 for every reward in MaskGRPO and HT-GRPO)."""
     scale: float = 1.0
-    """c_f in R_f = c_f * raw_f: the training scale of the table in benchmarks.md section 3 (0.2 = "/5")."""
+    """c_f in R_f = c_f * raw_f: the training scale of the table in docs/benchmarks.md section 3 (0.2 = "/5")."""
     kwargs: dict = field(default_factory=dict)
     """Keyword arguments of the registered factory (``url``, ``model_path``, ``timeout``, ...)."""
     allow_nan: bool = False
@@ -169,28 +169,37 @@ def check_option_types(spec: RewardSpec, factory: Callable[..., Any]) -> None:
             raise TypeError(f"reward {spec.name!r}: option {key!r} must be {expected}, got {value!r}")
 
 
+def checked_factory(spec: RewardSpec) -> Callable[..., RewardFn]:
+    """The registered factory of ``spec``, after checking its options without building anything: KeyError for an
+    unknown reward, TypeError naming the reward for an unknown option (with the valid ones) or a value that does not
+    fit the factory's annotation."""
+    factory = REWARDS.get(spec.registry_name)
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = set(spec.kwargs) - set(params)
+    if unknown and not takes_any:
+        valid = sorted(k for k in params if k not in ("device", "context"))
+        raise TypeError(
+            f"reward {spec.name!r} ({spec.registry_name}) got unknown option(s) {sorted(unknown)}; "
+            f"valid options: {valid}"
+        )
+    check_option_types(spec, factory)
+    return factory
+
+
 def build_rewards(
     specs: Sequence[RewardSpec], device: str | torch.device = "cpu", context: dict | None = None
 ) -> list[RewardFn]:
-    """Instantiate every spec through its registered factory, in order.
+    """Instantiate every spec through its registered factory, in order (the config's order).
 
-    ``context`` carries run-level objects some rewards need (``context["world_spec"]`` for ``shapes_geneval``).
-    Options a factory does not accept, or whose value does not fit the factory's annotation, fail here with a
-    TypeError naming the reward (and its valid options).
+    ``context`` carries run-level values some rewards need: ``context["world_spec"]`` for ``shapes_geneval``,
+    ``context["max_outage_s"]`` (the run's ``reward.max_outage_s``) for every HTTP reward. Options a factory does not
+    accept, or whose value does not fit the factory's annotation, fail here with a TypeError naming the reward (and
+    its valid options); see :func:`checked_factory`.
     """
     fns = []
     for spec in specs:
-        factory = REWARDS.get(spec.registry_name)
-        params = inspect.signature(factory).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        unknown = set(spec.kwargs) - set(params)
-        if unknown and not takes_any:
-            valid = sorted(k for k in params if k not in ("device", "context"))
-            raise TypeError(
-                f"reward {spec.name!r} ({spec.registry_name}) got unknown option(s) {sorted(unknown)}; "
-                f"valid options: {valid}"
-            )
-        check_option_types(spec, factory)
+        factory = checked_factory(spec)
         fn = factory(**spec.kwargs, device=device, context=context or {})
         fn.name = spec.name
         fns.append(fn)
@@ -251,7 +260,7 @@ def _nan_stats(values: np.ndarray) -> tuple[float, float]:
 def combine_rewards(
     scaled: np.ndarray, weights: Sequence[float] | np.ndarray, names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Weighted sum of the scaled rewards, ``R_i = nansum_f(w_f * R_{i,f})`` (benchmarks.md section 4).
+    """Weighted sum of the scaled rewards, ``R_i = nansum_f(w_f * R_{i,f})`` (docs/benchmarks.md section 4).
 
     Pure numpy, so the trainer gathers the (N_local, F) matrices across ranks first and calls this on the result.
 

@@ -1,4 +1,4 @@
-"""CLIP text-image similarity reward (MaskGRPO ``reward_clip_score``; benchmarks.md section 3).
+"""CLIP text-image similarity reward (MaskGRPO ``reward_clip_score``; docs/benchmarks.md section 3).
 
 score_i = cos(E_img(x_i), E_txt(p_i)) = <u, v> / (||u|| ||v||), with u, v the *projected* CLIP embeddings
 (``visual_projection`` / ``text_projection`` of the pooled outputs). No x100 logit scale: raw values are about
@@ -34,6 +34,8 @@ from maskgrpo.rewards.base import REWARDS
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_TEXT_TOKENS = 77
+CLIP_FILES = ("*.json", "*.txt", "*.safetensors")
+"""Files of a hub CLIP repository the reward loads (config, tokenizer, preprocessor, safetensors weights)."""
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -171,16 +173,17 @@ def clip(
     """
     from transformers import AutoTokenizer, CLIPModel
 
-    from maskgrpo.models.loading import looks_like_hub_id
+    from maskgrpo.models.loading import looks_like_hub_id, resolve_checkpoint_dir
 
     if dtype not in _DTYPES:
         raise ValueError(f"clip: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     local = Path(model_path).expanduser()
     if not local.is_dir() and not looks_like_hub_id(str(model_path)):
         raise RunError(f"clip: model_path {model_path}: no such directory (and not a hub id of the form owner/name)")
-    try:
-        model = CLIPModel.from_pretrained(str(local) if local.is_dir() else model_path, dtype=_DTYPES[dtype])
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else model_path)
+    try:  # a hub id: local rank 0 fetches CLIP_FILES, the others read the cache; offline, a miss names the fetch
+        source = str(local) if local.is_dir() else str(resolve_checkpoint_dir(model_path, CLIP_FILES))
+        model = CLIPModel.from_pretrained(source, dtype=_DTYPES[dtype])
+        tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as e:  # a hub id not in the offline cache, a directory without CLIP files, a damaged file
         where = "directory" if local.is_dir() else "not a local directory; as a hub id"
         raise RunError(f"clip: cannot load model_path {model_path} ({where}): {one_line(e)}") from e

@@ -1,4 +1,4 @@
-"""Wire formats shared by the reward-server client and server (benchmarks.md section 3).
+"""Wire formats shared by the reward-server client and server (docs/benchmarks.md section 3).
 
 **JSON (the default, ``reward-json/1``).** ``POST /score`` (``/`` is an alias) with body
 ``{"protocol": "reward-json/1", "images": [base64 str], "image_format": "png"|"jpeg", "prompts"?: [str],

@@ -92,7 +92,7 @@ criteria - alignment and quality - and a 1-5 score after "Final Score:", benchma
 words it differently; scores can shift slightly with the wording, so for parity with another codebase pass that
 codebase's instruction text through ``make_unifiedreward(instruction=...)`` (a string with ``{caption}``)."""
 FINAL_SCORE = re.compile(r"Final Score:\s*([1-5](?:\.\d+)?)")
-"""The judge's answer pattern (benchmarks.md section 3)."""
+"""The judge's answer pattern (docs/benchmarks.md section 3)."""
 _TORCH_DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -136,19 +136,58 @@ def judge_texts(
     return processor.batch_decode(new_tokens, skip_special_tokens=True)
 
 
+Generator = Callable[[list[Image.Image], list[str]], list[str]]
+"""The judge's generate step: ``generate(images, questions) -> answers``, one answer text per (image, question) row,
+all rows in one batched call."""
+
+
+def unifiedreward_scorer(
+    generate: Generator,
+    image_size: int = 512,
+    batch_size: int = 32,
+    instruction: str = UNIFIEDREWARD_INSTRUCTION,
+) -> ServerScorer:
+    """The UnifiedReward scorer around any generate step (the model's, or a stub in tests and benchmarks).
+
+    Each image is resized to ``image_size`` squared, paired with its caption's question, and judged in generate
+    calls of at most ``batch_size`` rows (the server merges concurrent requests, so one call can hold several ranks'
+    images); the 1-5 after "Final Score:" is returned raw, NaN where an answer has none.
+    """
+    if "{caption}" not in instruction:
+        raise ValueError("instruction must contain '{caption}'")
+    if image_size < 28 or batch_size < 1:
+        raise ValueError(f"need image_size >= 28 and batch_size >= 1; got {image_size}, {batch_size}")
+
+    def score(images: list[Image.Image], prompts: list[str] | None, metadata: list[dict] | None) -> list[float]:
+        if prompts is None:
+            raise ValueError("the unifiedreward scorer needs prompts")
+        resized = [image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC) for image in images]
+        questions = [unifiedreward_question(p, instruction) for p in prompts]
+        answers: list[str] = []
+        for start in range(0, len(resized), batch_size):
+            answers += generate(resized[start : start + batch_size], questions[start : start + batch_size])
+        if len(answers) != len(images):
+            raise ValueError(f"the judge gave {len(answers)} answers for {len(images)} images")
+        return [parse_final_score(text) for text in answers]
+
+    return score
+
+
 def make_unifiedreward(
     model_path: str = UNIFIEDREWARD_MODEL,
     device: str = "cuda",
     dtype: str = "bfloat16",
     image_size: int = 512,
-    batch_size: int = 8,
+    batch_size: int = 32,
     max_new_tokens: int = 256,
     instruction: str = UNIFIEDREWARD_INSTRUCTION,
 ) -> ServerScorer:
     """UnifiedReward judge behind the server: each image resized to ``image_size`` squared (512, as MaskGRPO),
     judged greedily (temperature 0) against its caption, the 1-5 after "Final Score:" returned raw (train with
-    ``scale: 0.2``); NaN where the answer has no score. ``instruction``: the judge's text with ``{caption}``.
-    Needs a transformers with Qwen2.5-VL (>= 4.49)."""
+    ``scale: 0.2``); NaN where the answer has no score. ``batch_size``: rows per generate call (32; 8 in MaskGRPO's
+    server: raise it with the server's ``--batch-images`` so that concurrent ranks share one call, lower it if the
+    GPU runs out of memory). ``instruction``: the judge's text with ``{caption}``. Needs a transformers with
+    Qwen2.5-VL (>= 4.49)."""
     if "{caption}" not in instruction:
         raise ValueError("instruction must contain '{caption}'")
     if dtype not in _TORCH_DTYPES:
@@ -160,14 +199,7 @@ def make_unifiedreward(
         )
     model, processor = load_qwen_vl(model_path, device, dtype)
 
-    def score(images: list[Image.Image], prompts: list[str] | None, metadata: list[dict] | None) -> list[float]:
-        if prompts is None:
-            raise ValueError("the unifiedreward scorer needs prompts")
-        resized = [image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC) for image in images]
-        answers: list[str] = []
-        for start in range(0, len(resized), batch_size):
-            questions = [unifiedreward_question(p, instruction) for p in prompts[start : start + batch_size]]
-            answers += judge_texts(model, processor, resized[start : start + batch_size], questions, max_new_tokens)
-        return [parse_final_score(text) for text in answers]
+    def generate(images: list[Image.Image], questions: list[str]) -> list[str]:
+        return judge_texts(model, processor, images, questions, max_new_tokens)
 
-    return score
+    return unifiedreward_scorer(generate, image_size, batch_size, instruction)

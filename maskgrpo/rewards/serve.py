@@ -13,12 +13,19 @@ may also return ``{"scores": [...], **extra}``: the extra keys (GenEval's ``rewa
 passed through. A scorer that accepts an ``only_strict`` keyword receives the request's value. Raising
 :class:`ScorerUnavailable` answers 503 (the client retries); any other exception answers 500 (never retried).
 
-Endpoints: ``POST /score`` (``/`` is an alias), ``GET /health``. Both protocols are answered on both routes:
-JSON always, pickle when ``--allow-pickle`` is given (the public reward-server's clients POST to ``/``). Image
-decoding and scorer calls run under one lock (one model, one device: at most one request's pixels are in memory);
-``/health`` still answers while a batch is being scored. The server binds 127.0.0.1 unless ``--host`` says
+Endpoints: ``POST /score`` (``/`` is an alias), ``GET /health`` (answers as soon as the scorer is loaded, also while
+a batch is being scored). Both protocols are answered on both routes: JSON always, pickle when ``--allow-pickle`` is
+given (the public reward-server's clients POST to ``/``). The server binds 127.0.0.1 unless ``--host`` says
 otherwise, and warns then. ``pickle`` is remote code execution for anyone who can reach the port, so pickled
 requests are decoded by a restricted unpickler (numpy arrays and scalars only) and refused on a non-loopback host.
+
+Cross-request batching (:mod:`maskgrpo.rewards.batching`): one worker thread decodes and scores; requests that
+arrive together (8 ranks asking at once) are merged into one scorer call of up to ``--batch-images`` images (32),
+waiting at most ``--batch-window`` seconds (0.05) after the oldest for more, and each request gets its own slice of
+the scores (and of any per-image list among the extra keys). Requests are merged only when they carry the same
+fields (prompts, metadata, ``only_strict``). If a merged call raises, each request is scored alone, so one bad
+request fails only itself. ``--batch-images 0`` scores one request per call. At most one batch's pixels are in
+memory.
 
 Limits (each a flag): a body over ``--max-body-bytes`` (64 MiB) is answered 413 and then drained (up to 256 MiB),
 so the client reads the 413 instead of a broken pipe; more than ``--max-batch`` images (64) is 413; an image whose
@@ -51,6 +58,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from maskgrpo.rewards.batching import BatcherClosed, Job, RequestBatcher
 from maskgrpo.rewards.protocol import (
     DEFAULT_MAX_BATCH,
     IMAGE_FORMATS,
@@ -79,6 +87,12 @@ class ScorerUnavailable(RuntimeError):
     """Raise from a scorer to answer HTTP 503 (temporarily unable to score, e.g. still loading): clients retry."""
 
 
+BATCH_IMAGES = 32
+"""Default ``--batch-images``: most images per merged scorer call. Keep it at most the scorer's own rows per model
+call (``make_unifiedreward``'s ``batch_size``, 32): a merged batch that needs several generate calls makes every
+request in it wait for all of them (docs/rewards.md, the measured table)."""
+BATCH_WINDOW_S = 0.05
+"""Default ``--batch-window``: seconds the worker waits after the oldest queued request for others to merge with."""
 DRAIN_MAX_BYTES = 4 * MAX_BODY_BYTES
 """An answered request's unread body is read and discarded up to this many bytes (256 MiB, within the read timeout,
 nothing kept), so a client still sending reads the answer instead of a reset; beyond it the connection is closed."""
@@ -94,7 +108,7 @@ class RequestError(ValueError):
 
 @dataclass
 class ScoreRequest:
-    """One parsed request, whichever protocol carried it; images still encoded (decoded under the score lock)."""
+    """One parsed request, whichever protocol carried it; images still encoded (decoded by the scoring worker)."""
 
     images: list[bytes]
     prompts: list[str] | None
@@ -115,6 +129,18 @@ def _jsonable(value: Any) -> Any:
         return int(value)
     if isinstance(value, np.bool_):
         return bool(value)
+    return value
+
+
+def _slice(value: Any, start: int, stop: int, total: int) -> Any:
+    """One request's share of a merged scorer's extra value: a per-image list (length ``total``, also as the values
+    of a mapping) is cut to ``[start:stop]``; anything else is the same for every request."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)) and len(value) == total:
+        return list(value[start:stop])
+    if isinstance(value, Mapping):
+        return {k: _slice(v, start, stop, total) for k, v in value.items()}
     return value
 
 
@@ -148,6 +174,8 @@ class RewardServer(ThreadingHTTPServer):
         max_body_bytes: largest request body (413 above; the body is drained so the client reads the 413).
         max_pixels: largest width x height of one image (413 above, checked before decoding).
         read_timeout: seconds to receive one request, headers and body together (then the client is dropped).
+        batch_images: most images per scorer call when merging concurrent requests; 0 = one request per call.
+        batch_window: seconds to wait after the oldest queued request for more to merge with.
         name: label for logs and ``/health``.
     """
 
@@ -164,6 +192,8 @@ class RewardServer(ThreadingHTTPServer):
         max_body_bytes: int = MAX_BODY_BYTES,
         max_pixels: int = MAX_PIXELS,
         read_timeout: float = READ_TIMEOUT_S,
+        batch_images: int = BATCH_IMAGES,
+        batch_window: float = BATCH_WINDOW_S,
         name: str = "scorer",
     ) -> None:
         host = address[0]
@@ -197,8 +227,8 @@ class RewardServer(ThreadingHTTPServer):
         self.max_pixels = max_pixels
         self.read_timeout = read_timeout
         self.name = name
-        self.score_lock = threading.Lock()
         self.requests_scored = 0
+        self.scorer_calls = 0
         self._thread: threading.Thread | None = None
         try:
             params = inspect.signature(scorer).parameters
@@ -208,6 +238,7 @@ class RewardServer(ThreadingHTTPServer):
         except (TypeError, ValueError):  # builtins and some C callables have no signature
             self._takes_only_strict = False
         super().__init__(address, _Handler)
+        self.batcher = RequestBatcher(self._score_batch, batch_images, batch_window, name=name)
 
     @property
     def url(self) -> str:
@@ -229,16 +260,46 @@ class RewardServer(ThreadingHTTPServer):
         return decoded
 
     def score(self, request: ScoreRequest) -> tuple[list[float], dict[str, Any]]:
-        """Decode the images and run the scorer, both under the lock (so at most one request's pixels are in
-        memory); validate its answer into (scores, extra keys). RequestError for undecodable images."""
-        kwargs = (
-            {} if request.only_strict is None or not self._takes_only_strict else {"only_strict": request.only_strict}
-        )
-        with self.score_lock:
-            images = self.decode(request.images)
-            result = self.scorer(images, request.prompts, request.metadata, **kwargs)
-            del images
-            self.requests_scored += 1
+        """Queue the request for the scoring worker and wait: (scores, extra keys) of this request's images.
+        RequestError for undecodable images; the scorer's own exceptions as raised."""
+        key = (request.only_strict, request.prompts is None, request.metadata is None)
+        try:
+            return self.batcher.submit(Job(request, len(request.images), key))
+        except BatcherClosed as exc:
+            raise ScorerUnavailable(str(exc)) from exc
+
+    def _score_batch(self, jobs: list[Job]) -> None:
+        """The worker's step: decode each job's images (a bad image fails its own job), score the rest in one call,
+        answer each job with its slice; if a merged call raises, score each job alone."""
+        ready = []
+        for job in jobs:
+            try:
+                ready.append((job, self.decode(job.payload.images)))
+            except RequestError as exc:
+                job.finish(error=exc)
+        if len(ready) > 1:
+            try:
+                self._score_together(ready)
+                return
+            except ScorerUnavailable:
+                raise  # not ready for anyone: every job answers 503
+            except Exception:
+                logger.warning("scorer %s failed on %d merged requests; scoring each alone", self.name, len(ready))
+        for job, images in ready:
+            try:
+                self._score_together([(job, images)])
+            except Exception as exc:
+                job.finish(error=exc)
+
+    def _score_together(self, ready: list[tuple[Job, list[Image.Image]]]) -> None:
+        """One scorer call on the decoded images of ``ready`` (jobs of one key), then each job's slice."""
+        first: ScoreRequest = ready[0][0].payload
+        images = [image for _, decoded in ready for image in decoded]
+        prompts = None if first.prompts is None else [p for job, _ in ready for p in job.payload.prompts]
+        metadata = None if first.metadata is None else [m for job, _ in ready for m in job.payload.metadata]
+        kwargs = {} if first.only_strict is None or not self._takes_only_strict else {"only_strict": first.only_strict}
+        self.scorer_calls += 1
+        result = self.scorer(images, prompts, metadata, **kwargs)
         extra: dict[str, Any] = {}
         if isinstance(result, Mapping):
             if "scores" not in result:
@@ -248,9 +309,20 @@ class RewardServer(ThreadingHTTPServer):
         if isinstance(result, np.ndarray):
             result = result.reshape(-1).tolist()
         scores = [float("nan") if s is None else float(s) for s in result]  # None, like NaN, marks a failed score
-        if len(scores) != len(request.images):
-            raise ValueError(f"scorer returned {len(scores)} scores for {len(request.images)} images")
-        return scores, extra
+        if len(scores) != len(images):
+            raise ValueError(f"scorer returned {len(scores)} scores for {len(images)} images")
+        start = 0
+        for job, decoded in ready:
+            stop = start + len(decoded)
+            share = extra if len(ready) == 1 else {k: _slice(v, start, stop, len(images)) for k, v in extra.items()}
+            self.requests_scored += 1
+            job.finish((scores[start:stop], share))
+            start = stop
+
+    def server_close(self) -> None:
+        """Close the socket and stop the scoring worker (queued requests are answered 503)."""
+        super().server_close()
+        self.batcher.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that gave up (timeout) before its answer was written is routine: log it, no traceback."""
@@ -314,6 +386,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "max_batch": self.server.max_batch,
                 "allow_pickle": self.server.allow_pickle,
                 "requests_scored": self.server.requests_scored,
+                "scorer_calls": self.server.scorer_calls,
+                "queued_requests": self.server.batcher.queued,
+                "batch_images": self.server.batcher.max_images,
+                "batch_window_s": self.server.batcher.window_s,
             },
         )
 
@@ -441,7 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._parse_json(body)
 
     def _image_bytes(self, images: Any, as_base64: bool) -> list[bytes]:
-        """The request's ``images`` -> encoded bytes per image (decoded later, under the score lock)."""
+        """The request's ``images`` -> encoded bytes per image (decoded later, by the scoring worker)."""
         if not isinstance(images, (list, tuple)):
             raise RequestError(400, "'images' must be a list")
         if len(images) > self.server.max_batch:
@@ -512,7 +588,8 @@ def serve_in_thread(
 ) -> tuple[RewardServer, str]:
     """Start a :class:`RewardServer` in a daemon thread; returns ``(server, base_url)``.
 
-    ``port=0`` picks a free port; ``limits`` are the server's ``max_body_bytes``, ``max_pixels``, ``read_timeout``.
+    ``port=0`` picks a free port; ``limits`` are the server's other keywords (``max_body_bytes``, ``max_pixels``,
+    ``read_timeout``, ``batch_images``, ``batch_window``).
     Stop it with ``server.close()`` (or use it as a context manager).
     """
     server = RewardServer((host, port), scorer, allow_pickle=allow_pickle, max_batch=max_batch, name=name, **limits)
@@ -567,6 +644,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--read-timeout", type=float, default=READ_TIMEOUT_S, help="seconds to receive one request (then dropped)"
     )
+    parser.add_argument(
+        "--batch-images",
+        type=int,
+        default=BATCH_IMAGES,
+        help="most images per scorer call when merging concurrent requests (0: one request per call)",
+    )
+    parser.add_argument(
+        "--batch-window",
+        type=float,
+        default=BATCH_WINDOW_S,
+        help="seconds to wait after the oldest queued request for others to merge with",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -582,6 +671,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_body_bytes=args.max_body_bytes,
         max_pixels=args.max_pixels,
         read_timeout=args.read_timeout,
+        batch_images=args.batch_images,
+        batch_window=args.batch_window,
         name=args.scorer,
     )
     pickle_note = f"; pickle on {server.url}/" if args.allow_pickle else ""

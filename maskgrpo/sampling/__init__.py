@@ -1,6 +1,6 @@
-"""Samplers, one per class, selected by name: ``build_sampler("emerge" | "maskgit", **config)`` (models.md 3).
+"""Samplers, one per class, selected by name: ``build_sampler("emerge" | "maskgit", **config)`` (docs/models.md 3).
 
-Importing this package registers every baseline sampler in ``SAMPLERS``.
+The names are registered in ``maskgrpo.catalog.SAMPLERS`` (``SAMPLERS`` here is the same registry).
 """
 
 from maskgrpo.sampling.base import (
@@ -15,7 +15,6 @@ from maskgrpo.sampling.base import (
     guided_code_logits,
 )
 from maskgrpo.sampling.emerge import EmergeSampler
-from maskgrpo.sampling.lumina import LuminaSampler  # noqa: F401  (registers "lumina")
 from maskgrpo.sampling.maskgit import MaskGITSampler
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The sampler swap point: protocol, output dataclasses, registry and the pieces every sampler shares (models.md 3.1).
 
 A sampler turns a ``T2IBatch`` of B prompt rows into B grids of N image codes in T steps and records, for every
-slot, the step at which it was committed (models.md 3.4). Notation used across ``maskgrpo.sampling``:
+slot, the step at which it was committed (docs/models.md 3.4). Notation used across ``maskgrpo.sampling``:
 
     B rows, N image slots (raster order), K codebook size, T steps, s the 0-based step,
     w the classifier-free guidance scale, p_s the guided code distribution at step s.
@@ -18,14 +18,14 @@ from typing import Any, Protocol
 
 import torch
 
+from maskgrpo.catalog import SAMPLERS
 from maskgrpo.layout import T2IBatch
-from maskgrpo.registry import Registry
 
 PROBS_DTYPES = ("float32", "model")
 
 
 class CodeLogitsModel(Protocol):
-    """The model call contract (models.md 1.2): logits only at ``logits_at`` and over ``vocab_slice``.
+    """The model call contract (docs/models.md 1.2): logits only at ``logits_at`` and over ``vocab_slice``.
 
     ``model(input_ids=(B, T) long, attention_mask=(B, T) bool, logits_at=(P,) long, vocab_slice=(start, end))``
     returns an object whose ``.logits`` is (B, P, end - start).
@@ -66,7 +66,7 @@ StepHook = Callable[[StepInfo], None]
 
 @dataclass(frozen=True)
 class SamplerOutput:
-    """Result of one ``Sampler.sample`` call (models.md 3.1, 3.4).
+    """Result of one ``Sampler.sample`` call (docs/models.md 3.1, 3.4).
 
     codes:           (B, N) long in [0, K), the final image codes.
     commit_step:     (B, N) long in [0, T-1], the step at which each slot was committed (leftovers: T-1).
@@ -87,7 +87,7 @@ class SamplerOutput:
 
 
 class Sampler(Protocol):
-    """A T2I sampler: a frozen dataclass whose constructor arguments are its config (style.md "Swap points")."""
+    """A T2I sampler: a frozen dataclass whose constructor arguments are its config (swapped by name)."""
 
     @property
     def num_steps(self) -> int: ...
@@ -104,12 +104,9 @@ class Sampler(Protocol):
     ) -> SamplerOutput: ...
 
 
-SAMPLERS: Registry[Any] = Registry("sampler")
-
-
-SAMPLER_WRAPPERS: Registry[Any] = Registry("sampler wrapper")
-"""name -> factory(sampler, cfg, options) -> Sampler that adds to the output (e.g. generation ranks)."""
-SAMPLER_WRAPPERS.register("none")(lambda sampler, cfg, options: sampler)
+def no_wrapper(sampler: Any, cfg: Any, options: Any) -> Any:
+    """``rl.sampler_wrapper: none``: the rollout sampler as it is (a wrapper adds to its output, e.g. ranks)."""
+    return sampler
 
 
 def build_sampler(name: str, **kwargs: Any) -> Sampler:
@@ -141,7 +138,7 @@ def guided_code_logits(
     cfg_scale: float,
     keep_model_dtype: bool = False,
 ) -> torch.Tensor:
-    """Classifier-free-guided code logits z = (1 + w) z_cond - w z_uncond (MUSE form, models.md 3.1).
+    """Classifier-free-guided code logits z = (1 + w) z_cond - w z_uncond (MUSE form, docs/models.md 3.1).
 
     image_ids: (B, N) long vocabulary ids on the canvas, written into the image slots of the conditional and the
     unconditional rows. With w > 0 one forward runs over the 2B stacked rows; with w = 0 only the B conditional rows.
@@ -150,7 +147,7 @@ def guided_code_logits(
     step every canvas is fully masked, so a prompt's G rollouts are one row, and all unconditional rows one more).
     Returns (B, N, K), float32 (the model's dtype if ``keep_model_dtype``, the upstream bf16 arithmetic of
     ``probs_dtype: model``). Runs under ``torch.no_grad``: it serves rollouts and eval; the trainer recomputes RL
-    log-probs without CFG (method.md).
+    log-probs without CFG (docs/method.md).
     """
     b = batch.with_image(image_ids)
     rows = b.input_ids.shape[0]
@@ -206,7 +203,7 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator) -> torch
 
 
 class CommitRecorder:
-    """Records commit steps on the fly (models.md 3.4) and calls the step hook; one instance per ``sample`` call.
+    """Records commit steps on the fly (docs/models.md 3.4) and calls the step hook; one instance per ``sample`` call.
 
     codes: (B, N) long, K where masked. commit_step: (B, N) long, -1 until committed. n_commit: (B, T) long.
     """

@@ -1,4 +1,4 @@
-"""Emerge sampler: MaskGRPO's ancestral MDLM-style rollout sampler (``t2i_generate_emerge``, models.md 3.2).
+"""Emerge sampler: MaskGRPO's ancestral MDLM-style rollout sampler (``t2i_generate_emerge``, docs/models.md 3.2).
 
 At step s < T-1 every masked slot independently either commits a code x ~ p_s or stays masked, with the model-free
 commit probability (a - b) / a, a = gamma(s/T), b = gamma((s+1)/T); at s = T-1 every remaining slot commits. So
@@ -14,7 +14,6 @@ import torch
 
 from maskgrpo.layout import T2IBatch
 from maskgrpo.sampling.base import (
-    SAMPLERS,
     CodeLogitsModel,
     CommitRecorder,
     SamplerOutput,
@@ -29,7 +28,7 @@ from maskgrpo.schedules import cosine_gamma
 
 
 def emerge_transition_probs(p: torch.Tensor, a: float, b: float) -> torch.Tensor:
-    """The (K+1)-way reverse transition of a masked slot from time s/T to (s+1)/T (models.md 3.2, [MG]).
+    """The (K+1)-way reverse transition of a masked slot from time s/T to (s+1)/T (docs/models.md 3.2, [MG]).
 
     q = concat(p * (a - b) / a, b / a): class k < K commits code k, class K keeps the slot masked.
     p: (..., K) code probabilities p_s; a = gamma(s/T) > 0, b = gamma((s+1)/T) in [0, a]. Returns (..., K+1) in p's
@@ -39,14 +38,13 @@ def emerge_transition_probs(p: torch.Tensor, a: float, b: float) -> torch.Tensor
     return torch.cat([p * ((a - b) / a), stay], dim=-1)  # (..., K+1)
 
 
-@SAMPLERS.register("emerge")
 @dataclass(frozen=True)
 class EmergeSampler:
-    """MaskGRPO's rollout sampler (models.md 3.2).
+    """MaskGRPO's rollout sampler (docs/models.md 3.2).
 
     num_steps:   T, denoising steps (MaskGRPO rollouts: 12; eval: 32).
     cfg_scale:   w in z = (1 + w) z_cond - w z_uncond; 0 runs the conditional rows only (rollouts: 3.0).
-    probs_dtype: "float32" (decision, models.md 3.1) or "model" (upstream: softmax and draws in the model dtype).
+    probs_dtype: "float32" (decision, docs/models.md 3.1) or "model" (upstream: softmax and draws in the model dtype).
     """
 
     num_steps: int = 12

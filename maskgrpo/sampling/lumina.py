@@ -3,7 +3,7 @@
 Each step s = 0..T-1, with n0 = N slots masked at the start and n the slots still masked before the step::
 
     keep = max(1, floor(n0 * gamma((s+1)/T)))  if s < T-1  else 0         # gamma(r) = cos(pi r / 2), fp32
-    z    = (1 + w) z_cond - w z_uncond  over the code slice                 # the shared MUSE form (models.md 3.1)
+    z    = (1 + w) z_cond - w z_uncond  over the code slice                 # the shared MUSE form (docs/models.md 3.1)
     x    = argmax(z / tau + G)                                             # Gumbel-max draw at temperature tau
     conf = softmax(z)[x]                                                   # confidence WITHOUT temperature
     score = log(max(conf, 1e-20)) + tau * G'                               # constant ranking temperature
@@ -29,7 +29,6 @@ import torch
 
 from maskgrpo.layout import T2IBatch
 from maskgrpo.sampling.base import (
-    SAMPLERS,
     CodeLogitsModel,
     CommitRecorder,
     SamplerOutput,
@@ -47,7 +46,7 @@ def lumina_keep_count(num_tokens: int, step: int, num_steps: int) -> int:
     """Slots left masked after 0-based step s (before the clamp to n - 1): max(1, floor(n0 gamma((s+1)/T))), 0 last.
 
     fp32 cosine, as upstream evaluates it. N = 1024, T = 64 gives commits 1, 1, 1, 2, 3, 4, ... and 25 at the last
-    step; N = 4096: 2, 3, 7, 8, 11, 14, ... and 100 (models.md 5). Test: tests/test_lumina_backbone.py.
+    step; N = 4096: 2, 3, 7, 8, 11, 14, ... and 100 (docs/models.md 5). Test: tests/test_lumina_backbone.py.
     """
     if step >= num_steps - 1:
         return 0
@@ -67,16 +66,15 @@ def lumina_remask(score: torch.Tensor, masked: torch.Tensor, keep: torch.Tensor)
     return masked & (order < k.unsqueeze(-1))
 
 
-@SAMPLERS.register("lumina")
 @dataclass(frozen=True)
 class LuminaSampler:
-    """Lumina-DiMOO's published T2I sampler (models.md 5).
+    """Lumina-DiMOO's published T2I sampler (docs/models.md 5).
 
     num_steps:   T (upstream default for T2I: 64).
     cfg_scale:   w in z = (1 + w) z_cond - w z_uncond; 0 runs the conditional rows only (upstream: 4.0).
     temperature: tau > 0, of the Gumbel-max draw argmax(z / tau + G) and of the ranking noise tau * G' (upstream
                  uses the same constant tau for both; 1.0).
-    probs_dtype: "float32" (decision, models.md 3.1) or "model" (draw, softmax and scores in the model dtype).
+    probs_dtype: "float32" (decision, docs/models.md 3.1) or "model" (draw, softmax and scores in the model dtype).
     """
 
     num_steps: int = 64

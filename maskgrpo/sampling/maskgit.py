@@ -1,4 +1,4 @@
-"""MaskGIT sampler with MMaDA's ``t2i_generate`` rule (models.md 3.3; Chang et al. 2022, MaskGIT, Sec. 3.2).
+"""MaskGIT sampler with MMaDA's ``t2i_generate`` rule (docs/models.md 3.3; Chang et al. 2022, MaskGIT, Sec. 3.2).
 
 Each step draws a code x ~ p_s at every masked slot, ranks the masked slots by score = log p_s(x) + tau_s * G
 (G standard Gumbel), keeps the m lowest masked and commits the rest, with m = floor(N * gamma((s+1)/T)) in fp32
@@ -13,7 +13,6 @@ import torch
 
 from maskgrpo.layout import T2IBatch
 from maskgrpo.sampling.base import (
-    SAMPLERS,
     CodeLogitsModel,
     CommitRecorder,
     SamplerOutput,
@@ -31,7 +30,7 @@ LOG_EPS = 1e-20
 
 
 def maskgit_temperatures(tau0: float, num_steps: int, schedule: str) -> list[float]:
-    """Gumbel temperature tau_s of each step s = 0..T-1, with r_s = (s + 1) / T (models.md 3.3).
+    """Gumbel temperature tau_s of each step s = 0..T-1, with r_s = (s + 1) / T (docs/models.md 3.3).
 
     compounding (MMaDA, default): tau_s = tau0 * prod_{j<=s} (1 - r_j), e.g. T=15: .933 .809 .647 ... 0.
     maskgit (MaskGIT proper):     tau_s = tau0 * (1 - r_s).
@@ -57,12 +56,12 @@ def gumbel_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 
 
 def maskgit_scores(conf: torch.Tensor, tau: float, gumbel: torch.Tensor) -> torch.Tensor:
-    """score = log(max(conf, 1e-20)) + tau * G (models.md 3.3). conf, gumbel: (B, N). Returns (B, N)."""
+    """score = log(max(conf, 1e-20)) + tau * G (docs/models.md 3.3). conf, gumbel: (B, N). Returns (B, N)."""
     return torch.log(conf.clamp(min=LOG_EPS)) + tau * gumbel
 
 
 def maskgit_remask(score: torch.Tensor, num_masked: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
-    """Slots that stay masked: score < sort_ascending(score)[m], i.e. the m lowest-scoring (models.md 3.3).
+    """Slots that stay masked: score < sort_ascending(score)[m], i.e. the m lowest-scoring (docs/models.md 3.3).
 
     score: (B, N); num_masked: (B,) long m, in [1, unknown - 1] whenever a row has >= 2 unknown slots; unknown:
     (B, N) bool. Committed slots score log(FLT_MAX) + tau * G, above every unknown slot, so ``& unknown`` changes
@@ -75,10 +74,9 @@ def maskgit_remask(score: torch.Tensor, num_masked: torch.Tensor, unknown: torch
     return unknown & (score < cutoff)  # (B, N)
 
 
-@SAMPLERS.register("maskgit")
 @dataclass(frozen=True)
 class MaskGITSampler:
-    """MMaDA's published T2I sampler (models.md 3.3).
+    """MMaDA's published T2I sampler (docs/models.md 3.3).
 
     num_steps:    T (MMaDA README: 15; function default 18; MaskGRPO eval: 32).
     cfg_scale:    w in z = (1 + w) z_cond - w z_uncond; 0 runs the conditional rows only (README: 3.5).

@@ -1,7 +1,7 @@
 """A graded GenEval verdict: GenEval's own checks, each scored in [0, 1], exclude clauses charged.
 
 The reward-server partial credit (``geneval_rules.partial_credit``) tracks GenEval's verdict badly in two ways
-(benchmarks.md section 1): it ignores exclude clauses, so a counting image with one object too many still earns
+(docs/benchmarks.md section 1): it ignores exclude clauses, so a counting image with one object too many still earns
 1 - 1/n of its count term although GenEval fails it; and it counts ALL detections of a class where GenEval reads
 only the top-``count`` ones, so an extra object of a named class zeroes the colour / position terms of an image
 GenEval accepts. The graded verdict scores exactly the checks of ``geneval_rules.evaluate`` instead:

@@ -2,7 +2,7 @@
 
 Both the official GenEval path (Mask2Former boxes + CLIP colours, run elsewhere) and the ShapesWorld evaluator
 (colour-segmentation "detector", nearest-palette colours) feed :class:`Detection` lists into the same functions, so
-the two report the same table. Source of every rule: ``shared/spec/benchmarks.md`` section 1.
+the two report the same table. Source of every rule: docs/benchmarks.md section 1.
 
 Pipeline for one image::
 

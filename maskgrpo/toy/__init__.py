@@ -1,4 +1,4 @@
-"""ShapesWorld, the CPU-sized text-to-image world (shared/spec/toy_world.md).
+"""ShapesWorld, the CPU-sized text-to-image world (docs/toy_world.md).
 
 - ``world``: WorldSpec, GenEval-template captions + metadata, train/eval split, numpy renderer.
 - ``image_tokenizer``: PatchTokenizer, p x p patches <-> k-means codebook codes.

@@ -8,7 +8,7 @@ folder made earlier)::
      "shapes_eval": {"overall", "partial_mean", <six tags>, "num_images", "samples_per_prompt", "seed", "sampler"},
      "files": {"<relative path>": "<sha256 hex>", ...}}      every file of the folder except manifest.json
 
-``maskgrpo.backbones.shapes.load_shapes`` calls :func:`verify_base`: a listed file that is missing or whose digest
+``maskgrpo.toy.backbone.load_shapes`` calls :func:`verify_base`: a listed file that is missing or whose digest
 differs stops the load with a one-line :class:`RunError` naming the file. A folder without a manifest (a base you
 pretrained with an older version) loads unchecked.
 

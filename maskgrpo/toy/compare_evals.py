@@ -178,12 +178,14 @@ def summarize(run: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m maskgrpo.toy.compare_evals RUN_DIR", file=sys.stderr)
-        return 2
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m maskgrpo.toy.compare_evals", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("run", help="a finished toy run's folder (eval_before.json, eval_after.json, metrics.jsonl)")
+    args = ap.parse_args(argv)
     try:
-        print(summarize(Path(args[0])))
+        print(summarize(Path(args.run)))
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

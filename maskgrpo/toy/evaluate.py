@@ -11,6 +11,8 @@ from PIL import Image
 
 from maskgrpo.backbones.base import generate_codes
 from maskgrpo.config.schema import ShapesEvalConfig
+from maskgrpo.observe import labelled_grid
+from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 from maskgrpo.toy.shapes_eval import ShapesEvaluator, format_table
 
 
@@ -25,12 +27,19 @@ def train_prompt_pick(prompts: list[dict], per_tag: int, seed: int) -> list[dict
     return out
 
 
+EVAL_SETS = {"": "heldout", "_train": "train", "_val": "val"}
+"""File-name suffix of each caption set -> its metrics namespace (``eval/<name>/...``)."""
+
+
 def eval_prompt_sets(backbone, cfg: ShapesEvalConfig) -> dict[str, list[dict]]:
     """File-name suffix -> captions of one ShapesEval: ``""`` = the held-out captions, ``"_train"`` = the
-    ``cfg.train_prompts_per_tag`` pick of training captions (present only when that is > 0)."""
+    ``cfg.train_prompts_per_tag`` pick of training captions (present only when that is > 0), ``"_val"`` = the
+    base's validation captions (only with ``cfg.val``, an RL run's option, and a base that has them)."""
     sets = {"": backbone.eval_prompts}
     if cfg.train_prompts_per_tag:
         sets["_train"] = train_prompt_pick(backbone.train_prompts, cfg.train_prompts_per_tag, cfg.seed)
+    if getattr(cfg, "val", False) and getattr(backbone, "val_prompts", None):
+        sets["_val"] = list(backbone.val_prompts)
     return sets
 
 
@@ -73,20 +82,44 @@ def evaluate_shapes(backbone, prompts: list[dict], cfg: ShapesEvalConfig, desc: 
     return out
 
 
-def sample_grid(images: np.ndarray, columns: int = 8, scale: int = 2) -> Image.Image:
-    """Tile (B, H, W, 3) uint8 images into one PIL image, upscaled by ``scale`` (nearest) for viewing."""
-    b, h, w, _ = images.shape
-    rows = -(-b // columns)
-    grid = np.full((rows * (h + 2), columns * (w + 2), 3), 255, dtype=np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, columns)
-        grid[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = im
-    pil = Image.fromarray(grid)
-    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+def tag_sections(summary: dict, per_tag: int = 8) -> list[tuple[str, list[int]]]:
+    """(header, image indices) per tag, GenEval tag order: the first sample of up to ``per_tag`` captions of the
+    tag, under a header with the tag's accuracy. ``summary`` is :func:`evaluate_shapes`'s (prompt-major images)."""
+    metas = summary["_metas"]
+    stride = max(1, len(metas) // max(1, len({m["prompt"] for m in metas})))  # samples per caption
+    firsts = range(0, len(metas), stride)
+    tags = [t for t in GENEVAL_TAGS if any(metas[i]["tag"] == t for i in firsts)]
+    tags += sorted({metas[i]["tag"] for i in firsts} - set(tags))
+    sections = []
+    for tag in tags:
+        idx = [i for i in firsts if metas[i]["tag"] == tag]
+        acc = f"accuracy {summary[tag]:.3f} over {summary['tag_images'][tag]} images; " if tag in summary else ""
+        sections.append((f"{tag}: {acc}first sample of {min(per_tag, len(idx))} of {len(idx)} captions",
+                         idx[:per_tag]))  # fmt: skip
+    return sections
+
+
+def sample_grid(summary: dict, sections: list[tuple[str, list[int]]], texts: list[str] | None = None,
+                columns: int = 8, scale: int = 3, lines: int = 3) -> Image.Image:  # fmt: skip
+    """The images of ``sections`` ((header, indices into ``summary["_images"]``) pairs, one block of rows each),
+    every tile upscaled ``scale``x with its pass/fail mark (``summary["_correct"]``) and its text: ``texts`` (one
+    per image of the summary; at most ``lines`` wrapped lines) or, by default, its caption
+    (maskgrpo.observe.labelled_grid)."""
+    images, metas, correct = summary["_images"], summary["_metas"], summary["_correct"]
+    if texts is None:
+        texts = [m["prompt"].removeprefix("a photo of ") for m in metas]
+    order: list[int] = []  # the images in drawing order; each section then indexes its own slice of them
+    local = []
+    for head, idx in sections:
+        local.append((head, list(range(len(order), len(order) + len(idx)))))
+        order += idx
+    return labelled_grid(images[order], [texts[i] for i in order], [correct[i] for i in order], local, columns,
+                         scale, lines)  # fmt: skip
 
 
 def write_eval(summary: dict, out_dir: str | Path, name: str) -> None:
-    """``<name>.json`` (numbers), ``<name>.md`` (table) and ``<name>_samples.png`` (first image of each prompt)."""
+    """``<name>.json`` (numbers), ``<name>.md`` (table) and ``<name>_samples.png``: per tag, the first image of up
+    to 8 captions, each with its caption and pass/fail mark (:func:`tag_sections`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(
@@ -95,5 +128,4 @@ def write_eval(summary: dict, out_dir: str | Path, name: str) -> None:
     (out / f"{name}.md").write_text(summary["table"] + "\n")
     images = summary.get("_images")
     if images is not None and len(images):
-        per_prompt = len(images) // max(1, len({m["prompt"] for m in summary["_metas"]}))
-        sample_grid(images[:: max(1, per_prompt)][:64]).save(out / f"{name}_samples.png")
+        sample_grid(summary, tag_sections(summary)).save(out / f"{name}_samples.png")

@@ -1,6 +1,6 @@
 """ShapesEval: GenEval's decision rules on ShapesWorld images, with a colour-segmentation "detector".
 
-Pipeline for one image (toy_world.md, "Evaluator and reward")::
+Pipeline for one image (docs/toy_world.md, "Evaluator and reward")::
 
     labels = segment(image)            # (H, W) palette index per pixel: 0 background, 1..C colours, -1 neither
     blobs  = components(labels)        # 8-connected regions of one colour, tiny ones (decoding noise) dropped

@@ -172,6 +172,14 @@ class WorldSpec:
         return dict(self.colors)
 
 
+def spec_for(world: object) -> WorldSpec:
+    """The WorldSpec of a world config (``canvas``, ``patch`` and optional ``shapes`` attributes, e.g.
+    ShapesWorldConfig): the default world scaled to the canvas, with the config's classes when it names them."""
+    shapes = getattr(world, "shapes", None)
+    extra = {"shapes": tuple(shapes)} if shapes else {}
+    return WorldSpec.scaled(world.canvas, world.patch, **extra)  # type: ignore[attr-defined]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Captions and metadata
 # ----------------------------------------------------------------------------------------------------------------
@@ -249,35 +257,106 @@ def enumerate_prompts(spec: WorldSpec) -> list[dict]:
     return out
 
 
-def split_prompts(spec: WorldSpec, seed: int, num_eval: int) -> tuple[list[dict], list[dict]]:
-    """Disjoint (train, eval) caption sets, deterministic in ``seed``; eval is balanced across the six tags.
+def caption_factors(metadata: dict) -> frozenset[tuple[int, str, object]]:
+    """What a caption asks for, one factor per (include-clause index, field, value): the class of every clause, the
+    count when above 1, the colour, the position relation. "a photo of a square left of a circle" ->
+    {(0, class, circle), (1, class, square), (1, relation, left of)}."""
+    out: set[tuple[int, str, object]] = set()
+    for i, clause in enumerate(metadata["include"]):
+        out.add((i, "class", clause["class"]))
+        if int(clause["count"]) > 1:
+            out.add((i, "count", int(clause["count"])))
+        if "color" in clause:
+            out.add((i, "color", clause["color"]))
+        if "position" in clause:
+            out.add((i, "relation", clause["position"][0]))
+    return frozenset(out)
 
-    ``num_eval`` slots are dealt round-robin over the tags (canonical order); a tag gives at most half of its
-    captions to eval, so training keeps every template, and a full tag passes its turn on. Within a tag the eval
-    captions are a seeded random subset. Both lists come back in :func:`enumerate_prompts` order.
-    Raises if the world has fewer than ``num_eval`` captions to spare.
-    """
-    prompts = enumerate_prompts(spec)
-    by_tag = {t: [i for i, m in enumerate(prompts) if m["tag"] == t] for t in GENEVAL_TAGS}
-    caps = {t: len(ix) // 2 for t, ix in by_tag.items()}
-    if num_eval < 0 or num_eval > sum(caps.values()):
-        raise ValueError(f"num_eval must be in [0, {sum(caps.values())}] for this world (half of each tag), "
-                         f"got {num_eval}")  # fmt: skip
-    quota = dict.fromkeys(GENEVAL_TAGS, 0)
-    left = num_eval
+
+def _eval_quotas(sizes: dict[str, int], num_eval: int, min_per_tag: int) -> dict[str, int]:
+    """Held-out captions per tag: ``min(min_per_tag, cap)`` first, then the rest of ``num_eval`` dealt
+    round-robin in GENEVAL_TAGS order; a tag gives at most cap = half of its captions (a full tag passes its turn),
+    or up to ``min_per_tag`` of a smaller tag while one caption stays in training (single_object)."""
+    caps = {t: max(n // 2, min(min_per_tag, n - 1)) for t, n in sizes.items()}
+    quota = {t: min(min_per_tag, caps[t]) for t in GENEVAL_TAGS}
+    if num_eval < sum(quota.values()) or num_eval > sum(caps.values()):
+        raise ValueError(f"num_eval must be in [{sum(quota.values())}, {sum(caps.values())}] for this world (at "
+                         f"most half of each tag, at least min_per_tag={min_per_tag}), got {num_eval}")  # fmt: skip
+    left = num_eval - sum(quota.values())
     while left:
         for t in GENEVAL_TAGS:
             if left and quota[t] < caps[t]:
                 quota[t] += 1
                 left -= 1
+    return quota
+
+
+def _covered_pick(tag_ix: list[int], order: np.ndarray, quota: int, prompts: list[dict]) -> list[int]:
+    """Walk ``order`` (a permutation of ``tag_ix``) and hold a caption out only if every one of its
+    :func:`caption_factors` stays in a training caption of the same tag (of any tag for a one-factor caption,
+    single_object: its class is drawn by the colors captions). Returns fewer than ``quota`` when the walk runs out."""
+    held: list[int] = []
+    for j in order:
+        if len(held) == quota:
+            break
+        cand = tag_ix[j]
+        pool = tag_ix if len(caption_factors(prompts[cand])) > 1 else range(len(prompts))
+        kept = [caption_factors(prompts[i]) for i in pool if i != cand and i not in held]
+        if caption_factors(prompts[cand]) <= frozenset().union(*kept):
+            held.append(cand)
+    return held
+
+
+COVERED_TRIES = 200
+"""Permutations a covered split tries per tag before it gives up (a greedy walk can block itself)."""
+
+
+def split_prompts(spec: WorldSpec, seed: int, num_eval: int, min_per_tag: int = 0,
+                  covered: bool = False) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """Disjoint (train, eval) caption sets, deterministic in ``seed``; eval is balanced across the six tags.
+
+    ``num_eval`` slots are dealt round-robin over the tags (canonical order), after ``min_per_tag`` slots to every
+    tag; a tag gives at most half of its captions to eval, so training keeps every template, and a full tag passes
+    its turn on. Within a tag the eval captions are a seeded random subset; with ``covered`` the subset skips a
+    caption whose class, count, colour or relation would leave the tag's training captions (see
+    :func:`_covered_pick`), so every held-out caption is a new combination of trained parts. The defaults
+    (0, False) give the split of every base made before these options existed. Both lists come back in
+    :func:`enumerate_prompts` order. Raises if the world cannot give what is asked.
+    """
+    prompts = enumerate_prompts(spec)
+    by_tag = {t: [i for i, m in enumerate(prompts) if m["tag"] == t] for t in GENEVAL_TAGS}
+    quota = _eval_quotas({t: len(ix) for t, ix in by_tag.items()}, num_eval, min_per_tag)
     rng = np.random.default_rng(seed)
     eval_ix: set[int] = set()
     for t in GENEVAL_TAGS:  # one permutation per tag, drawn in canonical order, so the split depends on seed only
         perm = rng.permutation(len(by_tag[t]))
-        eval_ix.update(by_tag[t][j] for j in perm[: quota[t]])
+        if not covered:
+            eval_ix.update(by_tag[t][j] for j in perm[: quota[t]])
+            continue
+        held = _covered_pick(by_tag[t], perm, quota[t], prompts)
+        for _ in range(COVERED_TRIES - 1):
+            if len(held) == quota[t]:
+                break
+            held = _covered_pick(by_tag[t], rng.permutation(len(by_tag[t])), quota[t], prompts)
+        if len(held) < quota[t]:
+            raise ValueError(f"no {quota[t]} {t} captions can be held out with every class, count, colour and "
+                             f"relation still trained; lower num_eval or min_per_tag")  # fmt: skip
+        eval_ix.update(held)
     train = [m for i, m in enumerate(prompts) if i not in eval_ix]
     evals = [m for i, m in enumerate(prompts) if i in eval_ix]
     return train, evals
+
+
+def validation_pick(train: list[dict], per_tag: int, seed: int) -> list[dict]:
+    """A seeded validation set carved from the training captions: ``per_tag`` of every tag, at most half of the
+    tag's training captions (in-distribution: pretrained on, to be kept out of RL prompts; disjoint from the
+    held-out set by construction). Returned in ``train`` order."""
+    rng = np.random.default_rng(seed)
+    picked: set[int] = set()
+    for t in GENEVAL_TAGS:
+        ix = [i for i, m in enumerate(train) if m["tag"] == t]
+        picked.update(ix[j] for j in rng.permutation(len(ix))[: min(per_tag, len(ix) // 2)])
+    return [m for i, m in enumerate(train) if i in picked]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The ShapesWorld backbone: toy LLaDA + word tokenizer + patch-codebook image tokenizer, saved as one directory.
+"""The ShapesWorld backbone (``backbone.name: shapes``): toy LLaDA + word tokenizer + patch-codebook image tokenizer,
+saved as one directory.
 
 Directory layout (written by ``maskgrpo.toy.pretrain``)::
 
@@ -12,13 +13,12 @@ Directory layout (written by ``maskgrpo.toy.pretrain``)::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from maskgrpo.backbones.base import BACKBONES
 from maskgrpo.config import config_from_dict, to_dict
 from maskgrpo.config.schema import ShapesWorldConfig
 from maskgrpo.layout import MMaDALayout, T2IBatch
@@ -49,6 +49,9 @@ class ShapesBackbone:
     """GenEval-style metadata of the training captions."""
     eval_prompts: list[dict]
     """GenEval-style metadata of the held-out ShapesEval captions (disjoint from training)."""
+    val_prompts: list[dict] = field(default_factory=list)
+    """Validation captions (world.json ``val_prompts``, bases made with ``split.val_per_tag``): training-distribution
+    captions kept out of the RL prompts and disjoint from the held-out ones, for choosing RL settings."""
 
     @property
     def spec(self) -> WorldSpec:
@@ -80,7 +83,6 @@ class ShapesBackbone:
         (d / "world.json").write_text(json.dumps(meta, indent=1))
 
 
-@BACKBONES.register("shapes")
 def load_shapes(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                 **_: object) -> ShapesBackbone:  # fmt: skip
     """Load a toy base saved by ``python -m maskgrpo.toy.pretrain`` (the error names the missing file)."""
@@ -105,4 +107,5 @@ def load_shapes(path: str | Path, dtype: torch.dtype = torch.float32, device: st
     if model.config.embedding_size < layout.vocab_needed:
         raise ValueError(f"{d / 'model/config.json'}: embedding_size {model.config.embedding_size} < "
                          f"{layout.vocab_needed} ids of the saved tokenizers")  # fmt: skip
-    return ShapesBackbone(model, text_tok, image_tok, layout, world, meta["train_prompts"], meta["eval_prompts"])
+    return ShapesBackbone(model, text_tok, image_tok, layout, world, meta["train_prompts"], meta["eval_prompts"],
+                          meta.get("val_prompts", []))  # fmt: skip
