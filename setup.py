@@ -29,7 +29,7 @@ setup(
         "wandb>=0.19",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "ruff>=0.6"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6"],
         "lumina": ["diffusers>=0.32"],
     },
 )

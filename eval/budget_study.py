@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.study_stats import ci_record, fmt_interval, paired_t_interval
-from maskgrpo.jsonl import iter_jsonl
+from maskgrpo.jsonl import read_metrics
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 
 FE = "budget/forward_equivalents"
@@ -64,7 +64,7 @@ def curve(run: Path) -> list[Point]:
     line of its metrics.jsonl (a resumed run's repeated round keeps its last line)."""
     before = json.loads((run / "eval_before.json").read_text())
     points = {0: Point(0, 0.0, 0.0, before["overall"], {t: before[t] for t in GENEVAL_TAGS})}
-    for _, rec, _ in iter_jsonl(run / "metrics.jsonl", required=("round",)):
+    for rec in read_metrics(run / "metrics.jsonl"):
         if "eval/heldout/overall" in rec:
             tags = {t: rec[f"eval/heldout/{t}"] for t in GENEVAL_TAGS}
             points[rec["round"]] = Point(rec["round"], rec[FE], rec[SECONDS], rec["eval/heldout/overall"], tags)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from maskgrpo.atomic import write_atomic
 from maskgrpo.config.schema import SamplerConfig
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -242,19 +243,7 @@ def add_run_args(ap: argparse.ArgumentParser, samples: int | None) -> None:
 
 
 def save_png_atomic(image: np.ndarray, path: Path) -> None:
-    """Write (H, W, 3) uint8 as PNG via a hidden temporary next to it and an atomic rename.
-
-    The temporary's name starts with ``.`` and has no ``.png`` suffix, so no benchmark reader picks it up.
-    """
+    """Write (H, W, 3) uint8 as PNG, whole or not at all (``maskgrpo.atomic.write_atomic``)."""
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.part")
-    Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary and an atomic rename (safe when several ranks write the same)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: Image.fromarray(np.ascontiguousarray(image)).save(f, format="PNG"))

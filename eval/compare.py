@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from maskgrpo.jsonl import read_metrics
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 
 if TYPE_CHECKING:
@@ -54,13 +55,7 @@ def load_run(run_dir: str | Path) -> dict:
     metrics = d / "metrics.jsonl"
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics} not found: is {d} a run directory of python -m maskgrpo.train?")
-    by_round: dict[int, dict] = {}
-    for n, line in enumerate(metrics.read_text().splitlines(), 1):
-        if line.strip():
-            rec = json.loads(line)
-            if "round" not in rec or "reward/mean" not in rec:
-                raise ValueError(f"{metrics}:{n}: needs 'round' and 'reward/mean'")
-            by_round[int(rec["round"])] = rec
+    by_round = {int(rec["round"]): rec for rec in read_metrics(metrics, required=("round", "reward/mean"))}
     if not by_round:
         raise ValueError(f"{metrics} has no rounds yet")
     rounds = sorted(by_round)

@@ -40,8 +40,8 @@ from eval.common import (
     save_png_atomic,
     shard,
     shard_env,
-    write_text_atomic,
 )
+from maskgrpo.atomic import write_atomic
 from maskgrpo.errors import one_line_errors
 
 DPG_SAMPLES = 4
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = []
     for i in mine:
         path = outdir / f"{items[i][0]}.png"
-        path.with_name(f".{path.name}.part").unlink(missing_ok=True)  # left by a crash mid-write (see save_png_atomic)
+        for part in path.parent.glob(f".{path.name}.*part"):  # left by a crash mid-write (maskgrpo.atomic)
+            part.unlink(missing_ok=True)
         if not path.is_file():
             todo.append(i)
         elif tile is not None and image_size(path) != (2 * tile, 2 * tile):
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             tile = r
             record = {"tile_size": r, "grid_size": 2 * r, "samples": DPG_SAMPLES, "settings": settings,
                       "score_command": f"bash dpg_bench/dist_eval.sh {outdir.resolve()} {r}"}  # fmt: skip
-            write_text_atomic(sidecar, json.dumps(record, indent=1) + "\n")
+            write_atomic(sidecar, json.dumps(record, indent=1) + "\n")
             print(f"[dpg] tile size R = {r} (grid {2 * r}) recorded in {sidecar}", flush=True)
         elif r != tile:
             raise SystemExit(f"error: the backbone makes {r}px tiles, {sidecar} says R = {tile}")

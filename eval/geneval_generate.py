@@ -38,8 +38,8 @@ from eval.common import (
     save_png_atomic,
     shard,
     shard_env,
-    write_text_atomic,
 )
+from maskgrpo.atomic import write_atomic
 from maskgrpo.errors import one_line_errors
 from maskgrpo.jsonl import iter_jsonl
 
@@ -145,7 +145,7 @@ def write_prompt(outdir: Path, index: int, line: str, images, existing: dict[int
     (d / "samples").mkdir(parents=True, exist_ok=True)
     meta_file = d / "metadata.jsonl"
     if not meta_file.is_file():
-        write_text_atomic(meta_file, line + "\n")
+        write_atomic(meta_file, line + "\n")
     have = sample_numbers(d)
     for j, image in enumerate(images):
         if j not in have:
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[geneval] warning: {info_file} records other settings; resuming mixes images made with both",
               file=sys.stderr)  # fmt: skip
     elif rank == 0:
-        write_text_atomic(info_file, json.dumps(info, indent=1) + "\n")
+        write_atomic(info_file, json.dumps(info, indent=1) + "\n")
 
     backbone = load_backbone(args)
     sampler = sampler_cfg.build()

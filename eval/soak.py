@@ -35,7 +35,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from maskgrpo.distributed import parent_of
-from maskgrpo.jsonl import iter_jsonl
+from maskgrpo.jsonl import read_metrics
 
 WALL = ("perf/seconds_", "perf/rollout_images_per_s", "budget/seconds", "eval/seconds")
 """Metric keys that measure wall-clock time (they differ between any two runs)."""
@@ -86,8 +86,8 @@ def checkpoint_round(run: Path) -> int:
 def rounds_logged(run: Path) -> int:
     f = run / "metrics.jsonl"
     try:
-        return max((rec["round"] for _, rec, _ in iter_jsonl(f, ("round",))), default=0) if f.is_file() else 0
-    except ValueError:  # a torn last line right after a SIGKILL
+        return max((rec["round"] for rec in read_metrics(f)), default=0) if f.is_file() else 0
+    except ValueError:  # a line damaged by hand (a torn last line is dropped)
         return -1
 
 
@@ -97,8 +97,7 @@ def same_run(a: Path, b: Path) -> dict:
     weights = wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
 
     def rows(d: Path) -> list[dict]:
-        return [{k: v for k, v in rec.items() if not k.startswith(WALL)}
-                for _, rec, _ in iter_jsonl(d / "metrics.jsonl", ("round",))]  # fmt: skip
+        return [{k: v for k, v in rec.items() if not k.startswith(WALL)} for rec in read_metrics(d / "metrics.jsonl")]
 
     ra, rb = rows(a), rows(b)
     why = "" if ra == rb else next((f"round {x['round']}: {sorted(k for k in x if x.get(k) != y.get(k))}"

@@ -3,12 +3,13 @@ per-round curve of any logged metric (mean and +/- std band over seeds)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from maskgrpo.jsonl import read_metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,12 +59,7 @@ def fmt_interval(ci: dict, digits: int = 3) -> str:
 
 def metric_curve(metrics: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(rounds, values) of ``key`` in a run's metrics.jsonl (last line per round wins), or None if never logged."""
-    by_round = {}
-    for line in metrics.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            if key in rec and "round" in rec:
-                by_round[int(rec["round"])] = float(rec[key])
+    by_round = {int(rec["round"]): float(rec[key]) for rec in read_metrics(metrics) if key in rec}
     if not by_round:
         return None
     rounds = sorted(by_round)

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from eval.compare import fmt_stats, jsonable_stats, load_run, mean_std, plot_curves
 from eval.study_stats import ci_record, fmt_interval, metric_curve, paired_t_interval, plot_metric_curves
+from maskgrpo.jsonl import read_metrics
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 from maskgrpo.toy.base_manifest import git_commit
 
@@ -216,7 +217,7 @@ def pilot_rates(out: Path, methods: list[Method], overrides: list[str], py: str,
         cmd = [py, "-m", "maskgrpo.train", "--config", m.config, *overrides, *m.overrides, *pilot_only,
                f"run.output_dir={d}", "--overwrite"]  # fmt: skip
         run_job(cmd, out / "pilot" / f"{slug(m.label)}.log", threads)
-        last = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()][-1]
+        last = read_metrics(d / "metrics.jsonl")[-1]
         return m.label, {"fe_per_round": last[FE] / 2, "seconds_per_round": last[SECONDS] / 2}
 
     todo = [m for m in methods if m.label not in rates]
@@ -269,11 +270,7 @@ def budget_report(out: Path, plan: Plan, methods: list[Method], seeds: list[int]
 
 def total_forwards(metrics: Path) -> int:
     """Sum over rounds of every ``perf/forwards_*`` counter (model input rows through the network)."""
-    total = 0
-    for line in metrics.read_text().splitlines():
-        if line.strip():
-            total += sum(int(v) for k, v in json.loads(line).items() if k.startswith("perf/forwards_"))
-    return total
+    return sum(int(v) for rec in read_metrics(metrics) for k, v in rec.items() if k.startswith("perf/forwards_"))
 
 
 def study_table(rows: dict[str, dict]) -> str:

@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from maskgrpo.atomic import write_atomic
 from maskgrpo.digests import chunk_digests, hash_threads, num_chunks
 from maskgrpo.distributed import agree, barrier, broadcast_object, gather_objects
 from maskgrpo.errors import RunError
@@ -84,12 +85,6 @@ class TrainerState:
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _io_reason(exc: BaseException, where: Path) -> str:
     """Why a write failed, in the OS's words. torch.save reports a full disk as ``[enforce fail at
     inline_container.cc] unexpected pos``: a 1 MiB probe write then names the OS error."""
@@ -184,11 +179,12 @@ def save_checkpoint(
             if final.exists():  # the same round saved again: set the old copy aside, never leave `latest` dangling
                 os.replace(final, root / f".trash-{name}")
             os.replace(tmp, final)
-            _write_text_atomic(root / "latest", name)
+            write_atomic(root / "latest", name)
         except OSError as e:
             err = fail(e, root)
             shutil.rmtree(final, ignore_errors=True)  # complete but not named by latest: drop it, keep the old state
-            (root / "latest.tmp").unlink(missing_ok=True)
+            for part in root.glob(".latest.*.part"):
+                part.unlink(missing_ok=True)
         else:
             _prune(root, keep)
             _remove_leftovers(root)  # the set-aside copy of a re-saved round

@@ -60,3 +60,15 @@ def _is_json(line: str) -> bool:
     except json.JSONDecodeError:
         return False
     return True
+
+
+def read_metrics(path: str | Path, required: tuple[str, ...] = ("round",)) -> list[dict]:
+    """A run's ``metrics.jsonl``, one record per round in round order: the one reader of every tool.
+
+    A round logged twice (a run killed after logging a round and resumed before the trim of the next start) keeps
+    its last line; a torn last line (a crash mid-write) is dropped; any other bad line, or a line without the
+    ``required`` keys, raises ValueError("FILE:LINE: ..."). Test: tests/test_faults_units.py.
+    """
+    rows, _ = read_append_log(path, required=required)
+    by_round = {int(obj["round"]): obj for _, obj, _ in rows}
+    return [by_round[r] for r in sorted(by_round)]

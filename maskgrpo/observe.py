@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from maskgrpo.atomic import write_atomic
 from maskgrpo.errors import RunError
 from maskgrpo.jsonl import read_append_log
 from maskgrpo.run_dir import writing
@@ -110,10 +111,8 @@ class MetricsLog:
             where = f"{copy} does not hold them" if copy is not None and copy.is_file() else "no copy to restore from"
             print(f"[train] warning: {self.path} lacks {self._rounds(lost)} ({where}): their metrics are lost",
                   file=sys.stderr, flush=True)  # fmt: skip
-        tmp = self.path.with_name(self.path.name + ".tmp")
         with writing(self.path):
-            tmp.write_text("".join(raw + "\n" for _, raw in kept))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, "".join(raw + "\n" for _, raw in kept))
 
     @staticmethod
     def _read(path: Path) -> list[tuple[dict, str]]:

@@ -17,9 +17,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TINY_RUN, UNSET, tiny_run
 from safetensors.torch import load_file, save_file
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs/toy_maskgrpo.yaml")
 SHAPES_META = {"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"}
 
@@ -45,9 +45,10 @@ def assert_one_line(status: int, err: str, *parts: str) -> str:
 
 
 def run_args(out: Path, base: str | Path, *extra: str) -> list[str]:
-    """A tiny run into ``out`` (never reached: every case fails while validating)."""
-    return [f"backbone.path={base}", f"run.output_dir={out}", "prompts.per_round=4", "rl.group_size=2", "eval=null",
-            *extra]  # fmt: skip
+    """A run of 4 prompts x G=2 into ``out``, every other size the config's (never reached: every case fails while
+    validating)."""
+    sizes = {**dict.fromkeys(TINY_RUN, UNSET), "prompts.per_round": 4, "rl.group_size": 2, "eval": None}
+    return [*tiny_run(base, out, rounds=UNSET, **sizes), *extra]
 
 
 def copy_base(base: str, dest: Path) -> Path:
@@ -249,11 +250,9 @@ def test_truncated_mmada_shard_is_one_line_naming_the_shard(tmp_path, capsys):
     shard = sorted(tiny.model_dir.glob("model-*.safetensors"))[1]
     _truncate(shard)
     out = tmp_path / "run"
-    status, err = train_main(
-        capsys, f"run.output_dir={out}", f"prompts.source={write_prompts(tmp_path / 'p.jsonl')}",
-        "prompts.per_round=4", "rl.group_size=2", "eval=null", "backbone.name=mmada", "backbone.dtype=float32",
-        f"backbone.path={tiny.model_dir}", f"backbone.options={json.dumps(tiny.options)}",
-    )  # fmt: skip
+    mmada = ["backbone.name=mmada", "backbone.dtype=float32", f"backbone.options={json.dumps(tiny.options)}"]
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    status, err = train_main(capsys, *run_args(out, tiny.model_dir, f"prompts.source={prompts}", *mmada))
     assert_one_line(status, err, f"cannot load backbone 'mmada' from {tiny.model_dir}: {shard}: not a readable "
                     "safetensors file, truncated or damaged?")  # fmt: skip
     assert not out.exists()

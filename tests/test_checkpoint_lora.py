@@ -5,9 +5,9 @@ from such checkpoints bit-exactly, and on another rank count with every trained 
 
 import pytest
 import torch
+from conftest import tiny_run
 from safetensors.torch import load_file
 from test_faults_run import KEEP3, as_killed_after_round, copy_run, ok, select_checkpoint, train
-from test_train import tiny_overrides
 from test_world_size import reshard_check
 
 LORA = {"lora.enabled": True, "lora.r": 4, "lora.alpha": 8}
@@ -17,7 +17,7 @@ LORA = {"lora.enabled": True, "lora.r": 4, "lora.alpha": 8}
 def lora_run(toy_base_dir, tmp_path_factory):
     """The uninterrupted reference: LoRA, 1 rank, 3 rounds, a checkpoint every round."""
     out = tmp_path_factory.mktemp("lora") / "run"
-    ok(train(tiny_overrides(toy_base_dir, out, rounds=3, **KEEP3, **LORA)))
+    ok(train(tiny_run(toy_base_dir, out, rounds=3, **KEEP3, **LORA)))
     return out
 
 
@@ -31,13 +31,13 @@ def test_lora_checkpoint_holds_the_adapter_only_and_resumes_bit_exact(toy_base_d
     assert saved["frozen_param_fragments"] is None
     run = copy_run(lora_run, tmp_path / "run")
     as_killed_after_round(run, 2)
-    out = ok(train([*tiny_overrides(toy_base_dir, run, rounds=3, **KEEP3, **LORA), "--resume"]))
+    out = ok(train([*tiny_run(toy_base_dir, run, rounds=3, **KEEP3, **LORA), "--resume"]))
     assert "resumed from" in out
     a, b = adapter(run), adapter(lora_run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed adapter differs"
     assert select_checkpoint(run / "checkpoints", 0, 1).name == "round-000003"
     # on 2 ranks (load_resharded): the adapters' fp32 master weights, moments and module weights are the checkpoint's
-    rows = reshard_check(lora_run / "checkpoints/round-000002", 2, tiny_overrides(toy_base_dir, tmp_path / "x",
+    rows = reshard_check(lora_run / "checkpoints/round-000002", 2, tiny_run(toy_base_dir, tmp_path / "x",
                                                                                   rounds=3, **LORA))  # fmt: skip
     assert all(x["mismatch"] == [] and x["compared"] == x["params"] and x["params"] for x in rows), rows
     assert all(".lora_" in n for n in rows[0]["params"])

@@ -41,7 +41,17 @@ def test_compare_plots_stages_only_for_runs_that_log_them(tmp_path):
     out = tmp_path / "cmp"
     compare.compare([str(ht), str(mg)], ["htgrpo", "maskgrpo"], False, out)
     with Image.open(out / "stage_metrics.png") as im:
-        assert im.width > im.height > 0
+        assert im.size == (1650, 748)  # the 15 x 6.8 inch figure at 110 dpi
+    # what it draws: a line per (run, stage) where the run logged that stage's metric (maskgrpo: none), NaN gaps kept
+    fig = compare.stage_figure({"htgrpo": [compare.load_run(ht)], "maskgrpo": [compare.load_run(mg)]})
+    panels = {ax.get_title(): {ln.get_label(): ln.get_ydata().tolist() for ln in ax.lines} for ax in fig.axes}
+    clip = panels["clip_frac"]
+    assert sorted(clip) == ["htgrpo (n=1): global", "htgrpo (n=1): refine", "htgrpo (n=1): structure"]
+    assert clip["htgrpo (n=1): structure"] == [0.3, 0.3, 0.3] and clip["htgrpo (n=1): refine"] == [0.1, 0.1, 0.1]
+    g = clip["htgrpo (n=1): global"]
+    assert g[0] == g[2] == 0.05 and math.isnan(g[1])
+    assert panels["p"] == {"htgrpo (n=1): structure": [0.75, 0.75, 0.75]}
+    assert all(not panels[m] for m in ("loss", "ratio_mean", "ratio_max", "kl_k3", "support_frac", "mean_weight"))
     compare.compare([str(mg)], None, False, out)  # a baseline-only comparison: no (stale) stage plot
     assert not (out / "stage_metrics.png").exists() and (out / "reward_curves.png").is_file()
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from maskgrpo.config import ConfigError, config_from_dict, dump_config, field_docs, load_config, schema, to_dict
 from maskgrpo.config.schema import ToyPretrainRun
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

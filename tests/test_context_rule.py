@@ -2,10 +2,9 @@
 input row. Checked on the support that actually trains (the plan: context builder + loss, as the trainer builds it),
 over every registered builder; the upstream mask-count quirk is the one explicit exemption."""
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import REPO
 
 import htgrpo_patch  # noqa: F401  (registers fully_masked and revealed_structure)
 from htgrpo_patch.config import HTGRPOOptions
@@ -18,7 +17,6 @@ from maskgrpo.config import load_config
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.layout import T2IBatch
 
-REPO = Path(__file__).resolve().parents[1]
 MASK, OFFSET, K = 99, 100, 32
 
 CASES = {  # case -> (config, overrides); every registered builder appears at least once

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_train import finish, read_jsonl, run_train, tiny_overrides
+from conftest import REPO, tiny_run
+from test_train import finish, read_jsonl, run_train
 
-REPO = Path(__file__).resolve().parents[1]
 EVAL = {"eval": {"samples_per_prompt": 1, "batch_size": 64, "seed": 7, "train_prompts_per_tag": 1,
                  "sampler": {"name": "emerge", "num_steps": 2, "cfg_scale": 3.5}}}  # fmt: skip
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -17,7 +17,7 @@ WALL = ("perf/seconds_", "perf/rollout_images_per_s", "budget/seconds", "eval/se
 
 
 def overrides(base: str, out: Path, every: int, rounds: int = 3, **extra: object) -> list[str]:
-    return tiny_overrides(base, out, rounds=rounds, **{**EVAL, "eval.every": every, "log.image_every": 0,
+    return tiny_run(base, out, rounds=rounds, **{**EVAL, "eval.every": every, "log.image_every": 0,
                                                        "log.rollout_table": False, **extra})  # fmt: skip
 
 

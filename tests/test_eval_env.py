@@ -7,9 +7,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def eval_env(*args: str, **env: str) -> subprocess.CompletedProcess:

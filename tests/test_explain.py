@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import REPO, TINY_RUN, UNSET, tiny_run
 
 from maskgrpo.explain import main
 
-REPO = Path(__file__).resolve().parents[1]
 P, G, N = 4, 3, 64  # the tiny base's world: 32 px canvas, 4 px patches -> 64 image tokens
 
 
 def explain(capsys, config: str, base: str, *extra: str, as_json: bool = True) -> dict | str:
-    args = ["--config", str(REPO / "configs" / config), f"backbone.path={base}", f"prompts.per_round={P}",
-            f"rl.group_size={G}", "rl.num_inner_updates=4", "rollout.num_steps=4", *extra]  # fmt: skip
+    sizes = {**dict.fromkeys(TINY_RUN, UNSET), "prompts.per_round": P, "rl.group_size": G, "rl.num_inner_updates": 4,
+             "rollout.num_steps": 4}  # fmt: skip
+    args = ["--config", str(REPO / "configs" / config), *tiny_run(base, rounds=UNSET, **sizes), *extra]
     main([*args, "--json"] if as_json else args)
     out = capsys.readouterr().out
     return json.loads(out) if as_json else out

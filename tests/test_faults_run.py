@@ -3,8 +3,8 @@ damaged checkpoints, changed configs on resume, the run-folder lock, reused fold
 non-finite losses, a full or read-only disk, a killed launcher, another world size, and SIGKILL at every step of a
 checkpoint write. Each test asserts the exit status, the one-line message and the state left on disk.
 
-``HTGRPO_SLOW_TESTS=1`` adds the full kill-point sweep (1 and 2 ranks); the default suite keeps one 2-rank
-kill / resume (launcher killed) and the 1-rank kill points the other tests need.
+``HTGRPO_SLOW_TESTS=1`` adds the full kill-point sweep (1 and 2 ranks) and the other variants marked ``sweep``; the
+default suite keeps one 2-rank kill / resume (launcher killed) and the 1-rank kill points the other tests need.
 """
 
 import hashlib
@@ -21,17 +21,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, tiny_run
 from procs import alive, children
 from safetensors.torch import load_file
-from test_train import read_jsonl, tiny_overrides
+from test_train import read_jsonl
 
 from maskgrpo.checkpoint import MANIFEST, select_checkpoint
 from maskgrpo.errors import RunError
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs/toy_maskgrpo.yaml")
-SLOW = os.environ.get("HTGRPO_SLOW_TESTS", "") not in ("", "0")
-slow = pytest.mark.skipif(not SLOW, reason="set HTGRPO_SLOW_TESTS=1 (a variant of a case the default suite covers)")
+sweep = pytest.mark.sweep  # a variant of a case the default suite covers: runs with HTGRPO_SLOW_TESTS=1 (conftest.py)
 KEEP3 = {"checkpoint.keep": 3}
 """The reference run keeps all three checkpoints, so the damage tests have two older ones to fall back to."""
 
@@ -102,7 +101,7 @@ def copy_run(src: Path, dst: Path) -> Path:
 
 def _args(base: str, run: Path, **extra) -> list[str]:
     """The reference run's overrides (3 rounds, all checkpoints kept), writing into ``run``."""
-    return tiny_overrides(base, run, rounds=3, **{**KEEP3, **extra})
+    return tiny_run(base, run, rounds=3, **{**KEEP3, **extra})
 
 
 def as_killed_after_round(run: Path, r: int) -> None:
@@ -124,7 +123,7 @@ def base(toy_base_dir) -> str:
 def finished(base, tmp_path_factory) -> Path:
     """The uninterrupted reference: 1 rank, 3 rounds, a checkpoint every round, all three kept."""
     out = tmp_path_factory.mktemp("faults") / "finished"
-    ok(train(tiny_overrides(base, out, rounds=3, **KEEP3)))
+    ok(train(tiny_run(base, out, rounds=3, **KEEP3)))
     return out
 
 
@@ -191,7 +190,7 @@ def test_damaged_checkpoint_is_detected_and_skipped(case, finished, tmp_path, ca
     assert len(lines) == 1 and lines[0].startswith("[train] warning: ") and re.search(expected, lines[0]), lines
 
 
-@pytest.mark.parametrize("target", ["trainer_rank0.pt", pytest.param(STATE, marks=slow)])
+@pytest.mark.parametrize("target", ["trainer_rank0.pt", pytest.param(STATE, marks=sweep)])
 def test_resume_skips_a_bit_flip_and_matches_the_uninterrupted_run(base, target, finished, tmp_path):
     """Item 1, end to end: 64 flipped bytes in the newest checkpoint -> resume from the one before, bit-exact."""
     run = copy_run(finished, tmp_path / "run")
@@ -224,7 +223,7 @@ def _edit_manifest(ckpt: Path, rel: str, entry: dict) -> None:
     (ckpt / MANIFEST).write_text(json.dumps(m))
 
 
-@slow
+@sweep
 def test_checkpoint_without_manifest_is_skipped_like_a_damaged_one(base, finished, tmp_path):
     """Issue 25: no pre-manifest path. The newest checkpoint without manifest.json is damaged ("no manifest.json"):
     the run resumes from the one before, bit-exact, and rewrites it with a manifest; a run none of whose checkpoints
@@ -287,7 +286,7 @@ def test_second_run_into_a_running_folder_fails_at_once(base, tmp_path):
     run = tmp_path / "run"
     log = (tmp_path / "a.log").open("w")
     a = subprocess.Popen([sys.executable, "-m", "maskgrpo.train", "--config", CONFIG,
-                          *tiny_overrides(base, run, rounds=50)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                          *tiny_run(base, run, rounds=50)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     try:
         latest = run / "checkpoints" / "latest"
@@ -295,7 +294,7 @@ def test_second_run_into_a_running_folder_fails_at_once(base, tmp_path):
         while a.poll() is None and time.time() < deadline and not (latest.is_file() and latest.read_text()):
             time.sleep(0.05)
         assert a.poll() is None, (tmp_path / "a.log").read_text()[-3000:]
-        b = train(tiny_overrides(base, run, rounds=50))
+        b = train(tiny_run(base, run, rounds=50))
         line = error_line(b)
         assert f"{run} is in use by another run (pid {a.pid} on " in line, line
         assert "[train] components" not in b.stdout  # refused before loading anything
@@ -305,20 +304,20 @@ def test_second_run_into_a_running_folder_fails_at_once(base, tmp_path):
     rounds = [m["round"] for m in read_jsonl(run / "metrics.jsonl")]
     assert rounds == list(range(1, len(rounds) + 1))  # one writer only
     # the killed run's lock died with it: the next run gets past the lock (and stops at the earlier run's files)
-    assert "holds an earlier run" in error_line(train(tiny_overrides(base, run, rounds=50)))
+    assert "holds an earlier run" in error_line(train(tiny_run(base, run, rounds=50)))
 
 
 @pytest.mark.parametrize(
     "override",
     [
         "backbone.path=/nonexistent/base",
-        pytest.param("rl.context=no_such_context", marks=slow),
-        pytest.param("rewards.no_such_reward={}", marks=slow),
+        pytest.param("rl.context=no_such_context", marks=sweep),
+        pytest.param("rewards.no_such_reward={}", marks=sweep),
     ],
 )
 def test_rejected_start_leaves_no_folder(override, base, tmp_path):
     run = tmp_path / "new_run"
-    error_line(train([*tiny_overrides(base, run), override]))
+    error_line(train([*tiny_run(base, run), override]))
     assert not run.exists()
 
 
@@ -335,7 +334,7 @@ def test_crash_mid_metrics_write_then_resume(base, finished, tmp_path):
     assert same_weights(run, finished)
 
 
-@slow  # the same check at the MetricsLog level runs by default (tests/test_faults_units.py)
+@sweep  # the same check at the MetricsLog level runs by default (tests/test_faults_units.py)
 def test_bad_metrics_line_names_file_and_line(base, finished, tmp_path):
     run = copy_run(finished, tmp_path / "run")
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -352,11 +351,11 @@ def test_bad_metrics_line_names_file_and_line(base, finished, tmp_path):
     "lr, expected, kept",
     [(1e3, r"round 1, inner update 2, micro-batch 1: loss is (inf|nan); stopped before the optimizer step", None),
      (1e30, r"round 1, inner update 2: global gradient norm is (inf|nan); stopped before writing a checkpoint", None),
-     pytest.param(1e6, r"round 2, rollout: the policy's probabilities are not finite", "round-000001", marks=slow)],
+     pytest.param(1e6, r"round 2, rollout: the policy's probabilities are not finite", "round-000001", marks=sweep)],
 )  # fmt: skip
 def test_non_finite_values_stop_the_run(lr, expected, kept, base, tmp_path):
     run = tmp_path / "run"
-    line = error_line(train(tiny_overrides(base, run, rounds=3, **{"optim.lr": lr})))
+    line = error_line(train(tiny_run(base, run, rounds=3, **{"optim.lr": lr})))
     assert re.search(expected, line), line
     assert not (run / "final").exists()
     if kept is None:
@@ -388,7 +387,7 @@ def _mount(*args: str) -> bool:
     return subprocess.run(["mount", *args], capture_output=True).returncode == 0
 
 
-@slow
+@sweep
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_real_full_tmpfs_during_a_checkpoint(base, tmp_path):
     """The same with a real full disk: a tmpfs that holds one checkpoint (torch.save fails with inline_container)."""
@@ -398,7 +397,7 @@ def test_real_full_tmpfs_during_a_checkpoint(base, tmp_path):
     if not _mount("-t", "tmpfs", "-o", "size=400k", "tmpfs", str(ckpt)):
         pytest.skip("cannot mount a tmpfs here")
     try:
-        line = error_line(train(tiny_overrides(base, run, rounds=3)))
+        line = error_line(train(tiny_run(base, run, rounds=3)))
         _assert_round2_write_failed(run, line)
     finally:
         subprocess.run(["umount", "-l", str(ckpt)])
@@ -438,7 +437,7 @@ def test_read_only_run_folder_is_one_line_and_untouched(base, finished, tmp_path
 @pytest.fixture(scope="module")
 def finished_2ranks(base, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("faults2") / "finished"
-    ok(train(tiny_overrides(base, out, rounds=3, **KEEP3), nproc=2))
+    ok(train(tiny_run(base, out, rounds=3, **KEEP3), nproc=2))
     return out
 
 
@@ -450,7 +449,7 @@ def test_killed_launcher_stops_its_workers_then_2_rank_resume_is_bit_exact(base,
     log = (tmp_path / "launcher.log").open("w")
     launcher = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "maskgrpo.train",
-         "--config", CONFIG, *tiny_overrides(base, run, rounds=3, **KEEP3)],
+         "--config", CONFIG, *tiny_run(base, run, rounds=3, **KEEP3)],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     latest = run / "checkpoints" / "latest"
@@ -472,7 +471,7 @@ def test_killed_launcher_stops_its_workers_then_2_rank_resume_is_bit_exact(base,
     assert snapshot(run / "checkpoints") == state, "a worker went on writing checkpoints"
     assert not (run / "final").exists()
     # the 2-rank resume finishes bit-exactly like the uninterrupted 2-rank run
-    out = ok(train([*tiny_overrides(base, run, rounds=3, **KEEP3), "--resume"], nproc=2))
+    out = ok(train([*tiny_run(base, run, rounds=3, **KEEP3), "--resume"], nproc=2))
     assert "resumed from" in out
     assert same_weights(run, finished_2ranks)
     assert [m["round"] for m in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
@@ -486,8 +485,8 @@ KILL_POINTS = {  # name -> (fault, target, n): n counts calls in the killed proc
     "ckpt_2_files_written": ("kill_before", "maskgrpo.checkpoint._files", 2),
     "ckpt_2_mid_digest": ("kill_before_path", "maskgrpo.digests.sha256_range", ".tmp-round-000002#3"),
     "ckpt_2_manifest_written": ("kill_before", "os.replace", 3),
-    "ckpt_2_renamed": ("kill_before", "maskgrpo.checkpoint._write_text_atomic", 2),
-    "ckpt_2_latest_swapped": ("kill_after", "maskgrpo.checkpoint._write_text_atomic", 2),
+    "ckpt_2_renamed": ("kill_before", "maskgrpo.checkpoint.write_atomic", 2),
+    "ckpt_2_latest_swapped": ("kill_after", "maskgrpo.checkpoint.write_atomic", 2),
     "ckpt_3_before_prune": ("kill_before", "maskgrpo.checkpoint._prune", 3),
     "ckpt_3_mid_prune": ("kill_before_path", "shutil.rmtree", ".trash-round-000001"),
     "export": ("kill_before", "maskgrpo.train.export_final", 1),
@@ -508,13 +507,13 @@ DEFAULT_POINTS = {("ckpt_2_renamed", 1)}
 killed-launcher test; test_train.py kills right after `latest` is swapped)."""
 
 
-@pytest.mark.parametrize("point, nproc", SWEEP)
+@pytest.mark.parametrize(
+    "point, nproc", [pytest.param(*case, marks=() if case in DEFAULT_POINTS else sweep) for case in SWEEP]
+)
 def test_sigkill_at_a_kill_point_then_resume_is_bit_exact(point, nproc, base, tmp_path, request):
-    if not SLOW and (point, nproc) not in DEFAULT_POINTS:
-        pytest.skip("set HTGRPO_SLOW_TESTS=1 for the full kill-point sweep")
     reference = request.getfixturevalue("finished" if nproc == 1 else "finished_2ranks")
     run = tmp_path / "run"
-    args = tiny_overrides(base, run, rounds=3, **{"checkpoint.keep": 2})  # keep 2: round 3 prunes round 1
+    args = tiny_run(base, run, rounds=3, **{"checkpoint.keep": 2})  # keep 2: round 3 prunes round 1
     killed = train(args, nproc=nproc, fault=KILL_POINTS[point])
     assert killed.returncode != 0 and not (run / "final" / "model").is_dir(), killed.stderr[-3000:]
     assert KILLED_STATE.get(point, lambda c: True)(run / "checkpoints"), sorted(os.listdir(run / "checkpoints"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from procs import alive, children
 
 from maskgrpo import checkpoint
@@ -35,8 +36,6 @@ from maskgrpo.guards import FiniteLosses, diverged_policy_error, require_finite_
 from maskgrpo.jsonl import read_append_log
 from maskgrpo.observe import MetricsLog
 from maskgrpo.run_dir import RunLock, check_resume_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ---- item 5: metrics.jsonl ---------------------------------------------------------------------------------------
@@ -395,3 +394,17 @@ def test_zero3_checkpoint_on_another_world_size_is_refused_with_the_way_out(tmp_
         load_resharded(Zero3(), ckpt, rank=0, world=1)
     assert str(e.value) == (f"checkpoint {ckpt} was written by 2 ranks, this run has 1: a ZeRO-3 checkpoint resumes "
                             "only on 2 (NPROC=2, torchrun --nproc_per_node=2)")  # fmt: skip
+
+
+def test_read_metrics_one_record_per_round_last_line_wins_and_a_torn_tail_is_dropped(tmp_path):
+    from maskgrpo.jsonl import read_metrics
+
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"round": 2, "x": 1}\n{"round": 1, "x": 2}\n{"round": 2, "x": 3}\n{"round": 3, "x"')
+    assert read_metrics(f) == [{"round": 1, "x": 2}, {"round": 2, "x": 3}]  # sorted; round 2's last line; tail torn
+    f.write_text('{"round": 1}\n[1, 2]\n{"round": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: expected a JSON object"):
+        read_metrics(f)
+    f.write_text('{"round": 1}\n{"x": 1}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: missing keys \['round'\]"):
+        read_metrics(f)

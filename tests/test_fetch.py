@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch.multiprocessing as mp
+from conftest import REPO
 
 from maskgrpo import hub as hub_module
 from maskgrpo.backbones.mmada import TOKENIZER_PATTERNS
@@ -22,7 +23,6 @@ from maskgrpo.models.loading import WEIGHT_PATTERNS, WeightsNotCached, resolve_c
 from maskgrpo.models.magvit2 import WEIGHT_FILES
 from maskgrpo.rewards.clip import CLIP_FILES
 
-REPO = Path(__file__).resolve().parents[1]
 HT = REPO / "configs" / "mmada_htgrpo.yaml"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO, UNSET, tiny_run
 from forward_counts import max_rollout_forwards, rollout_forwards
 from safetensors.torch import load_file
 
@@ -15,18 +16,15 @@ from maskgrpo.algo.types import ContextUpdate, LossInputs, Rollouts, RoundContex
 from maskgrpo.config import ConfigError, load_config
 from maskgrpo.config.schema import TrainRun
 
-REPO = Path(__file__).resolve().parents[1]
 TOY_HT, TOY_MG = REPO / "configs/toy_htgrpo.yaml", REPO / "configs/toy_maskgrpo.yaml"
 
 
 def tiny(base: str, out: Path, **extra: object) -> list[str]:
-    o = {"backbone.path": base, "run.output_dir": str(out), "prompts.per_round": 2, "rollout.num_steps": 3,
-         "rl.rounds": 1, "rl.group_size": 3, "rl.num_inner_updates": 3, "rl.micro_batch_prompts": 1,
-         "optim.lr": 1e-3, "log.image_every": 0, "eval": None, "patch_options.budgets": [1, 1, 1]}  # fmt: skip
-    o.update(extra)
-    return [
-        f"{k}={v if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in o.items()
-    ]
+    """One round of 2 prompts x G=3, mu=3 (budgets 1:1:1), 3 sampler steps: the tiny run with these sizes."""
+    sizes = {"prompts.per_round": 2, "rollout.num_steps": 3, "rl.group_size": 3, "rl.num_inner_updates": 3,
+             "log.image_every": 0, "patch_options.budgets": [1, 1, 1]}  # fmt: skip
+    keep = dict.fromkeys(("checkpoint.every", "log.images_in_grid", "log.rollout_table"), UNSET)  # the YAML's values
+    return tiny_run(base, out, rounds=1, **{**sizes, **keep, **extra})
 
 
 def run_inprocess(config: Path, overrides: list[str]):

@@ -5,10 +5,9 @@ The support set an update really trains on is read from the gradient: with ratio
 in S gets d loss / d logp = -w / |S| != 0 and every other token 0.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import REPO
 
 from htgrpo_patch.config import HTGRPOOptions
 from htgrpo_patch.loss import StagedCreditLoss
@@ -16,7 +15,6 @@ from maskgrpo.algo.types import ContextUpdate, LossInputs, Rollouts, RoundContex
 from maskgrpo.config import ConfigError, load_config
 from maskgrpo.config.schema import TrainRun
 
-REPO = Path(__file__).resolve().parents[1]
 B, L = 4, 20  # rho = 0.3 -> K = 6 structural tokens per rollout, 14 refinement tokens
 STAGE_OF_M = ["global"] * 2 + ["structure"] * 4 + ["refine"] * 2  # budgets 2:4:2, m = 1..8
 

@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 PACKAGES = ("maskgrpo", "htgrpo_patch", "eval")
 EIGHT_B = ("maskgrpo.backbones.mmada", "maskgrpo.backbones.lumina", "maskgrpo.layout_lumina",
            "maskgrpo.sampling.lumina", "maskgrpo.models.magvit2")  # fmt: skip

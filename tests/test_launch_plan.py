@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TINY_RUN, UNSET, free_ports, tiny_run
 from tiny_models import build_tiny_clip, build_tiny_mmada, write_prompts
 
 from maskgrpo.config import load_config
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.launch_plan import GB, ModelSize, batch_plan, check_inputs, classify_path, memory_estimate
 
-REPO = Path(__file__).resolve().parents[1]
 HT_CONFIG = REPO / "configs" / "mmada_htgrpo.yaml"
 
 
@@ -142,12 +141,6 @@ def test_memory_formulas_match_models_md_6() -> None:
     assert no_ck == pytest.approx(69.7, abs=0.05) and ck == pytest.approx(6.39, abs=0.01)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_launch_runs_one_round_on_cpu(tiny, prompts, tmp_path) -> None:
     """bash launch/mmada_maskgrpo.sh without DRY_RUN and with START_REWARDS=1: the launcher starts both reward
     servers (a cheap scorer in place of each judge, REWARD_SCORERS), waits until they answer, runs the DeepSpeed
@@ -156,18 +149,21 @@ def test_real_launch_runs_one_round_on_cpu(tiny, prompts, tmp_path) -> None:
     from maskgrpo.reward_launch import healthy
 
     clip_dir = build_tiny_clip(tmp_path / "clip")
-    ports = [_free_port(), _free_port()]
+    ports = free_ports(3)  # the two reward servers, the rendezvous
     vq = "{ch: 32, encoder_ch_mult: [1, 1, 2], encoder_num_res_blocks: [1, 1, 1], decoder_ch_mult: [1, 1, 2], " \
          "decoder_num_res_blocks: [1, 1, 1], z_channels: 13}"  # fmt: skip
     out = tmp_path / "run"
+    # one round of 2 prompts x G=3, mu=2, 4 sampler steps; the model and output folder come from the environment
+    sizes = tiny_run(None, None, rounds=1, **{**dict.fromkeys(TINY_RUN, UNSET), "prompts.per_round": 2,
+                                              "rl.group_size": 3, "rl.num_inner_updates": 2, "rollout.num_steps": 4,
+                                              "checkpoint.every": 0})  # fmt: skip
     stub = "maskgrpo.rewards.scorers:mean_intensity"
     r = launch("mmada_maskgrpo.sh", f"backbone.options.vq_config={vq}", "backbone.options.text_window=17",
-               "backbone.options.grid=4", "backbone.dtype=float32", "deepspeed.precision=fp32",
-               "prompts.per_round=2", "rl.group_size=3", "rl.num_inner_updates=2", "rollout.num_steps=4",
-               "rl.rounds=1", "lora.r=4", "lora.alpha=8", "run.wandb_mode=disabled", "checkpoint.every=0",
+               "backbone.options.grid=4", "backbone.dtype=float32", "deepspeed.precision=fp32", *sizes,
+               "lora.r=4", "lora.alpha=8", "run.wandb_mode=disabled",
                NUM_GPUS="1", MODEL_PATH=str(tiny.model_dir), VQ_PATH=str(tiny.vq_dir), CLIP_PATH=str(clip_dir),
                PROMPTS=str(prompts), OUTPUT_DIR=str(out), HPSV3_URL=f"http://127.0.0.1:{ports[0]}/score",
-               UNIFIEDREWARD_URL=f"http://127.0.0.1:{ports[1]}/score", MASTER_PORT=str(_free_port()),
+               UNIFIEDREWARD_URL=f"http://127.0.0.1:{ports[1]}/score", MASTER_PORT=str(ports[2]),
                DS_ACCELERATOR="cpu", START_REWARDS="1", REWARD_GPUS="0", HPSV3_PYTHON=sys.executable,
                REWARD_SCORERS=f"hpsv3={stub} unifiedreward={stub}")  # fmt: skip
     log = r.stdout + r.stderr

@@ -2,15 +2,13 @@
 re-masked contexts one row per rollout, HT-GRPO's shared fully masked canvas one row per prompt, with whole
 micro-batches merged into one forward as the trainer does (maskgrpo.forward_plan: <= micro_batch_prompts * G rows)."""
 
-from pathlib import Path
-
 import pytest
+from conftest import REPO
 
 from maskgrpo.config import load_config
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.launch_plan import GB, ModelSize, batch_plan, context_rows, main, memory_estimate
 
-REPO = Path(__file__).resolve().parents[1]
 HT, MG = REPO / "configs/mmada_htgrpo.yaml", REPO / "configs/mmada_maskgrpo.yaml"
 
 

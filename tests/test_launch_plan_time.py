@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from maskgrpo.launch_plan import main, prompt_counts
 
-REPO = Path(__file__).resolve().parents[1]
 HT = str(REPO / "configs" / "mmada_htgrpo.yaml")
 
 

@@ -5,16 +5,15 @@ MaskGRPO baseline and the HT-GRPO patch must raise it. Rewards are registered in
 """
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, UNSET, tiny_run
 
 from maskgrpo.config import load_config
 from maskgrpo.config.schema import RewardEntry, TrainRun
 from maskgrpo.rewards.base import REWARDS
 
-REPO = Path(__file__).resolve().parents[1]
 MARGIN = 0.3
 """Required rise of the red fraction (mean of the last 4 rounds minus mean of the first 4). Measured (seed 0, the
 red fraction as the only reward): MaskGRPO 0.134 -> 0.822, HT-GRPO 0.125 -> 0.758."""
@@ -40,12 +39,10 @@ def test_reward_rises_on_an_easy_reward(config, toy_base_dir, tmp_path):
     from maskgrpo.train import Trainer
 
     _register_red_fraction()
-    overrides = [f"backbone.path={toy_base_dir}", f"run.output_dir={tmp_path}", "prompts.per_round=4",
-                 "rollout.num_steps=4", "rl.rounds=16", "rl.group_size=4", "rl.num_inner_updates=4",
-                 "patch_options.budgets=[1,2,1]", "rl.micro_batch_prompts=2", "optim.lr=3e-3", "rl.kl_beta=0.0",
-                 "eval=null", "log.image_every=0", "checkpoint.every=0"]  # fmt: skip
-    if config == "toy_maskgrpo":
-        overrides.remove("patch_options.budgets=[1,2,1]")
+    sizes = {"rl.num_inner_updates": 4, "rl.micro_batch_prompts": 2, "optim.lr": 3e-3, "rl.kl_beta": 0.0,
+             "log.image_every": 0, "checkpoint.every": 0, "log.images_in_grid": UNSET, "log.rollout_table": UNSET,
+             "patch_options.budgets": [1, 2, 1] if config == "toy_htgrpo" else UNSET}  # fmt: skip
+    overrides = tiny_run(toy_base_dir, tmp_path, rounds=16, **sizes)
     cfg = load_config(TrainRun, REPO / "configs" / f"{config}.yaml", overrides)
     cfg = replace(cfg, rewards={"red_fraction": RewardEntry()})  # the only reward (a YAML override would add it)
     trainer = Trainer(cfg, resume=False)

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO
 from forward_counts import max_rollout_forwards
 from tiny_models import TINY_LLADA, WORDS, build_tiny_clip, write_prompts
 
@@ -41,7 +42,6 @@ from maskgrpo.models import LLaDAConfig, LLaDAModelLM
 from maskgrpo.models.loading import save_llada_sharded
 from maskgrpo.sampling import SAMPLERS, StepInfo, build_sampler, canvas_ids, guided_code_logits
 
-REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 32, 64  # layout pixels: 2 x 4 codes at 16 px per code (real rule)
 TINY_VQ_FACTOR = 2  # block_out_channels (32, 64) -> 2^(2 - 1)
 N = (HEIGHT // 16) * (WIDTH // 16)  # 8 code slots

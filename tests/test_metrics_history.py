@@ -10,8 +10,9 @@ resumed run writes only the new rounds and these tests fail.
 import shutil
 
 import pytest
+from conftest import tiny_run
 from test_faults_run import KEEP3, copy_run, ok, same_weights, train
-from test_train import read_jsonl, tiny_overrides
+from test_train import read_jsonl
 from test_world_size import without_wall_clock
 
 from maskgrpo.checkpoint import METRICS_COPY
@@ -21,7 +22,7 @@ from maskgrpo.checkpoint import METRICS_COPY
 def four_rounds(toy_base_dir, tmp_path_factory):
     """The uninterrupted reference: 1 rank, 4 rounds, a checkpoint every round."""
     out = tmp_path_factory.mktemp("history") / "four"
-    ok(train(tiny_overrides(toy_base_dir, out, rounds=4, **KEEP3)))
+    ok(train(tiny_run(toy_base_dir, out, rounds=4, **KEEP3)))
     return out
 
 
@@ -41,7 +42,7 @@ def test_lost_metrics_are_restored_on_resume(damage, restored, toy_base_dir, fou
     metrics = run / "metrics.jsonl"
     metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines()[:3]))
     damage(metrics)  # ... and its metrics.jsonl was then deleted or cut
-    log = ok(train([*tiny_overrides(toy_base_dir, run, rounds=4, **KEEP3), "--resume"]))  # resume for more rounds
+    log = ok(train([*tiny_run(toy_base_dir, run, rounds=4, **KEEP3), "--resume"]))  # resume for more rounds
     assert f"{metrics} lacked {restored}: restored from {ckpt / 'round-000003' / METRICS_COPY}" in log, log[-3000:]
     got, want = read_jsonl(metrics), read_jsonl(four_rounds / "metrics.jsonl")
     assert [m["round"] for m in got] == [1, 2, 3, 4]

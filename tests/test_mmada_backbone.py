@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from safetensors.torch import load_file, save_file
 from tiny_models import (
     MMADA_TEXT_VOCAB,
@@ -45,8 +46,6 @@ from maskgrpo.models.loading import (
     save_llada_sharded,
 )
 from maskgrpo.sampling import build_sampler
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

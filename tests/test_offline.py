@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from tiny_models import write_prompts
 
-REPO = Path(__file__).resolve().parents[1]
 LAUNCHERS = ("mmada_maskgrpo.sh", "mmada_htgrpo.sh", "dimoo_maskgrpo.sh", "dimoo_htgrpo.sh")
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused at once
 

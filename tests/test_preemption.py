@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, tiny_run
 from procs import children
 from test_faults_run import _tail, ok, read_jsonl, same_weights, train
-from test_train import tiny_overrides
 
-REPO = Path(__file__).resolve().parents[1]
 WALL = ("perf/seconds_", "perf/rollout_images_per_s", "budget/seconds")
 EVERY2 = {"checkpoint.every": 2, "checkpoint.keep": 3}
 """Checkpoints at rounds 2 and 3 only: a stop after round 1 must write round 1's itself."""
@@ -41,7 +40,7 @@ def strip(rows: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def reference(toy_base_dir, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("preempt") / "reference"
-    ok(train(tiny_overrides(toy_base_dir, run, rounds=3, **EVERY2)))
+    ok(train(tiny_run(toy_base_dir, run, rounds=3, **EVERY2)))
     return run
 
 
@@ -59,7 +58,7 @@ def preempted(r: subprocess.CompletedProcess, run: Path, rounds: int) -> None:
 def test_one_rank_signal_at_a_point_of_the_round_then_resume_is_bit_exact(point, toy_base_dir, reference, tmp_path):
     fault, rounds = POINTS[point]
     run = tmp_path / "run"
-    args = tiny_overrides(toy_base_dir, run, rounds=3, **EVERY2)
+    args = tiny_run(toy_base_dir, run, rounds=3, **EVERY2)
     preempted(train(args, fault=fault), run, rounds)
     out = ok(train([*args, "--resume"]))
     assert f"resumed from {run / 'checkpoints' / f'round-{rounds:06d}'}" in out
@@ -69,8 +68,8 @@ def test_one_rank_signal_at_a_point_of_the_round_then_resume_is_bit_exact(point,
 
 def test_second_signal_exits_at_once_and_keeps_the_last_good_checkpoint(toy_base_dir, tmp_path):
     reference, run = tmp_path / "reference", tmp_path / "run"
-    args = tiny_overrides(toy_base_dir, run, rounds=3, **{"checkpoint.every": 1})
-    ok(train(tiny_overrides(toy_base_dir, reference, rounds=3, **{"checkpoint.every": 1})))
+    args = tiny_run(toy_base_dir, run, rounds=3, **{"checkpoint.every": 1})
+    ok(train(tiny_run(toy_base_dir, reference, rounds=3, **{"checkpoint.every": 1})))
     # first SIGTERM during round 2's update; the second 2.5 s later, inside round 2's checkpoint write
     faults = ("signal_before", "maskgrpo.train.Trainer.inner_updates", "2",
               "signal_before", "maskgrpo.checkpoint._files", "2+2.5")  # fmt: skip
@@ -89,8 +88,8 @@ def test_two_ranks_a_signal_on_one_rank_stops_both_at_the_same_point(toy_base_di
     """Rank 1 alone receives SIGUSR1 in round 2's rollout: both ranks abandon the round at the same sampler step
     and write round 1's checkpoint together; the 2-rank resume equals an uninterrupted 2-rank run."""
     ref2, run = tmp_path / "reference2", tmp_path / "run"
-    ok(train(tiny_overrides(toy_base_dir, ref2, rounds=3, **EVERY2), nproc=2))
-    args = tiny_overrides(toy_base_dir, run, rounds=3, **EVERY2)
+    ok(train(tiny_run(toy_base_dir, ref2, rounds=3, **EVERY2), nproc=2))
+    args = tiny_run(toy_base_dir, run, rounds=3, **EVERY2)
     preempted(train(args, nproc=2, fault=("signal_before", "maskgrpo.train.sample_rollouts", "2@1:USR1")), run, 1)
     ok(train([*args, "--resume"], nproc=2))
     assert same_weights(run, ref2)
@@ -102,7 +101,7 @@ def test_two_ranks_sigterm_to_every_process_as_a_cluster_sends_it(toy_base_dir, 
     run_ranks starts it (torchrun leaves SIGTERM to the workers), each worker sees one notice and the launcher
     exits 0 once both have written their checkpoint."""
     run = tmp_path / "run"
-    args = tiny_overrides(toy_base_dir, run, rounds=50, **{"checkpoint.every": 0})
+    args = tiny_run(toy_base_dir, run, rounds=50, **{"checkpoint.every": 0})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1",
            "PET_SIGNALS_TO_HANDLE": "SIGINT,SIGHUP,SIGQUIT"}  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "maskgrpo.train",
@@ -130,11 +129,11 @@ def test_two_ranks_sigterm_to_every_process_as_a_cluster_sends_it(toy_base_dir, 
     assert (run / "checkpoints" / "latest").read_text() == f"round-{done:06d}"
     assert stopped_after < 60, stopped_after  # a toy round plus a checkpoint
     # a requeued job: the same command with --auto-resume continues from that checkpoint (and starts a fresh one)
-    more = tiny_overrides(toy_base_dir, run, rounds=done + 1, **{"checkpoint.every": 0})
+    more = tiny_run(toy_base_dir, run, rounds=done + 1, **{"checkpoint.every": 0})
     assert "resumed from" in ok(train([*more, "--auto-resume", "--allow-config-change", "rl.rounds"], nproc=2))
     assert [m["round"] for m in read_jsonl(run / "metrics.jsonl")] == list(range(1, done + 2))
     fresh = tmp_path / "fresh"
-    assert "resumed from" not in ok(train([*tiny_overrides(toy_base_dir, fresh, rounds=1), "--auto-resume"]))
+    assert "resumed from" not in ok(train([*tiny_run(toy_base_dir, fresh, rounds=1), "--auto-resume"]))
     assert (fresh / "final" / "model").is_dir()
 
 
@@ -145,7 +144,7 @@ def test_sigterm_to_the_toy_launcher_reaches_the_workers_and_the_launcher_exits_
     tiny_eval = {"eval": {"samples_per_prompt": 1, "sampler": {"name": "maskgit", "num_steps": 2, "cfg_scale": 3.5}},
                  "checkpoint.every": 0}  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NPROC": "2"}
-    cmd = ["bash", "launch/toy_maskgrpo.sh", *tiny_overrides(toy_base_dir, run, rounds=60, **tiny_eval)]
+    cmd = ["bash", "launch/toy_maskgrpo.sh", *tiny_run(toy_base_dir, run, rounds=60, **tiny_eval)]
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while not (run / "metrics.jsonl").is_file() or len(read_jsonl(run / "metrics.jsonl")) < 2:
@@ -156,7 +155,7 @@ def test_sigterm_to_the_toy_launcher_reaches_the_workers_and_the_launcher_exits_
     assert p.returncode == 0, out[-4000:]
     done = len(read_jsonl(run / "metrics.jsonl"))
     assert f"preempted at round {done} (SIGTERM)" in out and done < 60
-    more = tiny_overrides(toy_base_dir, run, rounds=done + 1, **tiny_eval)
+    more = tiny_run(toy_base_dir, run, rounds=done + 1, **tiny_eval)
     r = subprocess.run(["bash", "launch/toy_maskgrpo.sh", *more, "--allow-config-change", "rl.rounds"], cwd=REPO,
                        env={**env, "AUTO_RESUME": "1"}, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0 and "resumed from" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]

@@ -10,9 +10,9 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 from fixtures_toy import GENEVAL_METADATA, GENEVAL_OBJECTS
 
 from eval import geneval_train_prompts as gtp
@@ -21,7 +21,6 @@ from maskgrpo.config.schema import TrainRun
 from maskgrpo.prompts import load_prompt_metadata
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PROMPTS = REPO / "data" / "train_prompts.jsonl"
 needs_data = pytest.mark.skipif(not GENEVAL_METADATA.is_file(), reason="official GenEval files not available")
 

@@ -21,6 +21,7 @@ from eval.rank_diagnostics import (
     plot,
     plot_title,
     rank_buckets,
+    summarize,
     table,
 )
 from maskgrpo.errors import RunError
@@ -65,6 +66,54 @@ def test_grid_neighbours_buckets_entropy_and_object_slots():
     assert object_slots(labels, 2).tolist() == [[False, False, False, True]]
 
 
+def test_summarize_hand_computed_fractions_gaps_and_object_shares(monkeypatch):
+    """summarize() on two hand-made rollouts of a 2 x 2 grid (N = 4, 2 rank buckets, rho = 0.5 -> k = 2)."""
+    # rollout 0 commits slot s at step s; rollout 1 commits slots 0 and 1 together (step 1; slot 0 ranked first)
+    commit = torch.tensor([[0, 1, 2, 3], [1, 1, 2, 3]])
+    scored = torch.tensor([[False, True, False, True], [True, False, False, True]])  # one re-masking update
+    logp = torch.tensor([[0.0, -2.0, 0.0, -6.0], [-4.0, 0.0, 0.0, -6.0]])  # its log pi(x | context)
+    chunk = {"codes": torch.zeros(2, 4, dtype=torch.long), "commit": commit, "rank": torch.tensor([[1, 2, 3, 4]] * 2),
+             "entropy": torch.tensor([[4.0, 3.0, 2.0, 1.0]] * 2), "true": torch.zeros(2, 4),
+             "full": torch.tensor([[-1.0, -1.0, -3.0, -5.0]] * 2), "replay_diff": 1e-6,
+             "remask": [(scored, logp)]}  # fmt: skip
+    # 1-pixel patches; rollout 0 shows an object on slot 0 only (-1 = unassigned pixel, not an object), rollout 1 none
+    labels = np.array([[[3, 0], [0, -1]], [[0, 0], [-1, 0]]])
+
+    class Detector:
+        def __init__(self, spec) -> None:
+            pass
+
+        def segment(self, image: np.ndarray) -> np.ndarray:
+            return image
+
+    class Backbone:
+        spec = type("Spec", (), {"patch": 1})()
+
+        def decode(self, codes: torch.Tensor) -> np.ndarray:
+            return labels
+
+    monkeypatch.setattr("maskgrpo.toy.shapes_eval.ShapesDetector", Detector)
+    res = summarize([chunk], Backbone(), num_buckets=2, structure_ratio=0.5)
+    # buckets: ranks 1-2 -> 0, ranks 3-4 -> 1
+    assert res["entropy"] == [3.5, 1.5]  # (4 + 3) / 2, (2 + 1) / 2
+    assert res["gap_fully_masked"] == [1.0, 4.0] and res["signed_gap_fully_masked"] == [-1.0, -4.0]
+    # scored tokens: rollout 0 slots 1 (bucket 0, |-2|) and 3 (bucket 1, |-6|); rollout 1 slots 0 (bucket 0, |-4|), 3
+    assert res["gap_random_remask"] == [3.0, 6.0] and res["signed_gap_random_remask"] == [-3.0, -6.0]
+    # visible neighbours committed at a later step: rollout 0 slot 1 sees slots 0, 2 -> 1/2, slot 3 sees 0, 2 -> 0;
+    # rollout 1 slot 0 sees 1 (same step: not later), 2 -> 1/2, slot 3 sees 1, 2 -> 0. On 2 x 2 every slot is adjacent.
+    c = res["contamination"]
+    for kind in ("all", "adjacent"):
+        assert c[kind] == [0.5, 0.0]  # (1/2 + 1/2) / 2, (0 + 0) / 2
+        assert c[f"{kind}_overall"] == 0.25 and c[f"{kind}_per_update"] == [0.25]  # (1/2 + 0 + 1/2 + 0) / 4
+    s = res["structure"]
+    assert s["num_structural"] == 2 and s["mean_rank_grid"] == [[1.0, 2.0], [3.0, 4.0]]
+    # 1 object slot of 8; structural slots 0, 1 of both rollouts: 1 of 4 on an object; refinement slots: 0 of 4
+    assert s["object_slot_frac"] == 1 / 8 and s["structural_on_object_frac"] == 1 / 4
+    assert s["refinement_on_object_frac"] == 0.0
+    assert s["mean_rank_object"] == 1.0 and s["mean_rank_background"] == pytest.approx(19 / 7)  # (2+3+4+1+2+3+4) / 7
+    assert res["replay_max_abs_logp_diff"] == 1e-6 and res["num_rollouts"] == 2 and res["num_tokens"] == 4
+
+
 @pytest.mark.parametrize("sampler", ["emerge", "maskgit"])
 def test_rank_diagnostics_on_the_tiny_base(tmp_path, capsys, sampler):
     out = tmp_path / sampler
@@ -80,12 +129,15 @@ def test_rank_diagnostics_on_the_tiny_base(tmp_path, capsys, sampler):
     curves = [res["entropy"], res["gap_fully_masked"], res["gap_random_remask"], res["contamination"]["all"],
               res["contamination"]["adjacent"], res["signed_gap_fully_masked"]]  # fmt: skip
     assert all(len(c) == n_b and all(math.isfinite(v) for v in c) for c in curves)
-    assert all(0.0 <= v <= 1.0 for v in res["contamination"]["all"])
     # bucket 0 = tokens of the first step: most visible tokens come later; the last bucket's come earlier or with it
     assert res["contamination"]["all"][0] > 0.5 > res["contamination"]["all"][-1]
     s = res["structure"]
     assert s["num_structural"] == math.floor(0.3 * res["num_tokens"]) and len(s["mean_rank_grid"]) == 8
-    assert 0.0 <= s["structural_on_object_frac"] <= 1.0 and 0.0 <= s["object_slot_frac"] <= 1.0
+    # every rollout ranks its N tokens 1..N, so exactly k of them are structural: the object share of all slots is
+    # the k-weighted mix of the structural and refinement shares (fails if "structural" is not the k first ranks)
+    n, k = res["num_tokens"], s["num_structural"]
+    mix = (k * s["structural_on_object_frac"] + (n - k) * s["refinement_on_object_frac"]) / n
+    assert s["object_slot_frac"] == pytest.approx(mix, abs=1e-12)
     assert sorted(res["settings"]) == sorted(["model", "sampler", "seed", "prompts_per_tag", "captions", "samples",
                                               "updates", "min_mask_rate", "seconds"])  # fmt: skip
     printed = capsys.readouterr().out

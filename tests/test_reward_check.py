@@ -8,25 +8,17 @@ a subprocess.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, free_ports
 from reward_server_mimic import MimicServer
 
 from maskgrpo.rewards import check
 from maskgrpo.rewards.scorers import mean_intensity
 from maskgrpo.rewards.serve import serve_in_thread
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +26,7 @@ def servers():
     """(json_url, geneval_pickle_url, down_url); stopped after the module."""
     good, url = serve_in_thread(mean_intensity)
     geneval = MimicServer("geneval")
-    yield url + "/score", geneval.base_url + "/", f"http://127.0.0.1:{free_port()}/score"
+    yield url + "/score", geneval.base_url + "/", f"http://127.0.0.1:{free_ports()[0]}/score"
     good.close()
     geneval.close()
 
@@ -111,9 +103,9 @@ def test_check_exits_2_on_a_bad_config_file(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_check_waits_for_a_server_only_when_asked(tmp_path, capsys):
+def test_check_waits_for_a_server_only_when_asked(tmp_path, capsys, free_port):
     """``--wait S`` lets the probe wait out an outage of up to S seconds (here: nothing comes back)."""
-    down = f"http://127.0.0.1:{free_port()}/score"
+    down = f"http://127.0.0.1:{free_port}/score"
     assert _main(tmp_path, f'  hpsv3: {{kwargs: {{url: "{down}", backoff: 0.05}}}}\n', "--wait", "0.3") == 1
     line = capsys.readouterr().out.splitlines()[0]
     assert re.fullmatch(

@@ -7,17 +7,16 @@ scorers are cheap stand-ins served by the real ``maskgrpo.rewards.serve``; the r
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from conftest import REPO, free_ports
 from procs import alive
 
 from maskgrpo.reward_launch import healthy
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mmada_maskgrpo.yaml"
 
 SCORERS = """
@@ -39,12 +38,6 @@ ok = all(urllib.request.urlopen(f"http://127.0.0.1:{p}/health").status == 200 fo
 print("TRAINING RAN, servers healthy:", ok, flush=True)
 sys.exit(3)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def supervise(tmp_path: Path, ports: list[int], hpsv3: list[str], command: list[str], *extra: str,
@@ -81,7 +74,7 @@ def stub(tmp_path: Path, factory: str, kwargs: str | None = None) -> list[str]:
 
 
 def test_servers_load_then_the_training_runs_then_they_stop(tmp_path) -> None:
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     (tmp_path / "probe.py").write_text(PROBE)
     command = [sys.executable, str(tmp_path / "probe.py"), *map(str, ports)]
     r, _ = supervise(tmp_path, ports, stub(tmp_path, "slow", '{"delay": 4}'), command)
@@ -96,7 +89,7 @@ def test_servers_load_then_the_training_runs_then_they_stop(tmp_path) -> None:
 
 
 def test_a_server_that_dies_while_loading_stops_the_launch(tmp_path) -> None:
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     marker = tmp_path / "trained"
     r, _ = supervise(tmp_path, ports, stub(tmp_path, "broken", "{}"), ["touch", str(marker)])
     assert r.returncode == 2
@@ -110,7 +103,7 @@ def test_a_server_that_dies_while_loading_stops_the_launch(tmp_path) -> None:
 
 
 def test_a_server_that_never_answers_is_a_bounded_wait(tmp_path) -> None:
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     marker = tmp_path / "trained"
     r, seconds = supervise(tmp_path, ports, stub(tmp_path, "slow", '{"delay": 600}'), ["touch", str(marker)],
                            "--wait-s", "3")  # fmt: skip

@@ -11,32 +11,24 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from maskgrpo.rewards import RewardError, RewardSpec, build_rewards
 from maskgrpo.rewards.client import RewardOutageError
 
-REPO = Path(__file__).resolve().parents[1]
 MIMIC = REPO / "tests" / "reward_server_mimic.py"
 PROMPTS = ["a red apple", "two cats", "a blue car"]
 IMAGES = np.stack([np.full((16, 16, 3), v, dtype=np.uint8) for v in (0, 128, 255)])  # levels 0, 2, 4
 EXPECTED = [8.0 + q + len(p) / 100 for q, p in zip((0, 2, 4), PROMPTS)]
 """The HPSv3 stand-in's raw mu: 8 + level + len(prompt) / 100."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Mimic:
@@ -80,8 +72,8 @@ def fast_outage_clock(monkeypatch):
     monkeypatch.setattr("maskgrpo.rewards.client.MAX_OUTAGE_WAIT_S", 0.3)
 
 
-def test_server_killed_mid_request_and_restarted_gives_the_right_scores(fast_outage_clock, caplog):
-    port = free_port()
+def test_server_killed_mid_request_and_restarted_gives_the_right_scores(fast_outage_clock, caplog, free_port):
+    port = free_port
     url = f"http://127.0.0.1:{port}/"
     server = Mimic(port, delay=5.0)  # the first request is still being "scored" when the server dies
     fn = client(url, max_outage_s=30.0)
@@ -123,8 +115,8 @@ def test_server_killed_mid_request_and_restarted_gives_the_right_scores(fast_out
         restarted.proc.stdout.close()
 
 
-def test_server_that_stays_down_ends_in_one_line_outage_error(fast_outage_clock, caplog):
-    port = free_port()
+def test_server_that_stays_down_ends_in_one_line_outage_error(fast_outage_clock, caplog, free_port):
+    port = free_port
     url = f"http://127.0.0.1:{port}/"
     server = Mimic(port, delay=5.0)
     fn = client(url, max_outage_s=1.0)

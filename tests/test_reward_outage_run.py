@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, free_ports, tiny_run
 from test_faults_run import _tail, error_line, ok, read_jsonl, same_weights
-from test_reward_outage import Mimic, free_port
-from test_train import tiny_overrides
+from test_reward_outage import Mimic
 
-REPO = Path(__file__).resolve().parents[1]
 WALL = ("perf/seconds_", "perf/rollout_images_per_s", "budget/seconds")
 
 
@@ -27,7 +26,7 @@ def overrides(base: str, run: Path, port: int, **extra: object) -> list[str]:
     hps = {"weight": 0.1, "scale": 0.2,
            "kwargs": {"url": f"http://127.0.0.1:{port}/", "protocol": "pickle", "backoff": 0.05}}  # fmt: skip
     rewards = {"shapes_geneval_graded": {"weight": 1.0}, "hpsv3": hps}
-    return tiny_overrides(base, run, rounds=3, **{"rewards": rewards, "checkpoint.every": 2, "log.image_every": 0,
+    return tiny_run(base, run, rounds=3, **{"rewards": rewards, "checkpoint.every": 2, "log.image_every": 0,
                                                   "log.rollout_table": False, **extra})  # fmt: skip
 
 
@@ -51,7 +50,7 @@ def strip(rows: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def reference(toy_base_dir, tmp_path_factory):
     """The uninterrupted run (server up throughout); its port is reused by nobody else."""
-    port = free_port()
+    port = free_ports()[0]
     server = Mimic(port, delay=0.2)
     run = tmp_path_factory.mktemp("outage") / "reference"
     try:
@@ -63,8 +62,10 @@ def reference(toy_base_dir, tmp_path_factory):
     return run
 
 
-def test_server_killed_and_restarted_mid_run_the_run_waits_and_loses_nothing(toy_base_dir, reference, tmp_path):
-    port, run = free_port(), tmp_path / "run"
+def test_server_killed_and_restarted_mid_run_the_run_waits_and_loses_nothing(
+    toy_base_dir, reference, tmp_path, free_port
+):
+    port, run = free_port, tmp_path / "run"
     server = Mimic(port, delay=0.5)
     p = start(overrides(toy_base_dir, run, port))
     after_round_1(run, p)
@@ -82,8 +83,10 @@ def test_server_killed_and_restarted_mid_run_the_run_waits_and_loses_nothing(toy
     assert same_weights(run, reference)
 
 
-def test_outage_past_the_limit_checkpoints_stops_with_one_line_and_resumes(toy_base_dir, reference, tmp_path):
-    port, run = free_port(), tmp_path / "run"
+def test_outage_past_the_limit_checkpoints_stops_with_one_line_and_resumes(
+    toy_base_dir, reference, tmp_path, free_port
+):
+    port, run = free_port, tmp_path / "run"
     server = Mimic(port, delay=0.5)
     args = overrides(toy_base_dir, run, port, **{"reward.max_outage_s": 2.0})
     p = start(args)

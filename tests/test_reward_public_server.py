@@ -14,11 +14,11 @@ import socket
 import urllib.error
 import urllib.request
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO
 from reward_server_mimic import MimicServer, numpy1_dumps
 
 from maskgrpo.config import load_config
@@ -28,7 +28,6 @@ from maskgrpo.rewards.client import RewardOutageError, RewardServerError, is_rem
 from maskgrpo.rewards.protocol import encode_image, restricted_loads
 from maskgrpo.rewards.serve import serve_in_thread
 
-REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "docs" / "rewards.md"]
 DOC_MARK = "# checked by tests/test_reward_public_server.py"
 LEVELS = [0, 64, 128, 191, 255]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from maskgrpo.rewards import REWARDS, RewardError, RewardSpec, build_rewards, combine_rewards, score_all
 from maskgrpo.rewards.client import (
@@ -43,8 +44,6 @@ from maskgrpo.rewards.protocol import (
     restricted_loads,
 )
 from maskgrpo.rewards.serve import RewardServer, ScorerUnavailable, load_scorer, serve_in_thread
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class RecordingScorer:
@@ -86,12 +85,6 @@ def constant_images(values: list[int], size: int = 8) -> np.ndarray:
 def client(url: str, name: str = "hpsv3", **kwargs) -> RemoteReward:
     kwargs = {"backoff": 0.001, "max_retries": 2, "timeout": 5.0, **kwargs}
     return build_rewards([RewardSpec(name, kwargs={"url": url, **kwargs})])[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
@@ -271,15 +264,15 @@ def test_503_forever_is_an_outage_that_ends_in_reward_outage_error(serve):
     assert e.value.attempts == len(calls) >= 2
 
 
-def test_connection_refused_is_an_outage_then_raises_one_line():
-    url = f"http://127.0.0.1:{free_port()}/score"
+def test_connection_refused_is_an_outage_then_raises_one_line(free_port):
+    url = f"http://127.0.0.1:{free_port}/score"
     with pytest.raises(RewardOutageError, match=r"unreachable for \d\.\d s \(max_outage_s 0\.2 s\)") as err:
         client(url, max_outage_s=0.2)(constant_images([0]), ["p"], [{}])
     assert err.value.url == url and err.value.failure == "connection refused" and err.value.attempts >= 2
     assert isinstance(err.value, RewardError) and "\n" not in str(err.value)
 
 
-def test_outage_waits_back_off_to_15_s_report_once_a_minute_and_stop_at_the_limit(monkeypatch, caplog):
+def test_outage_waits_back_off_to_15_s_report_once_a_minute_and_stop_at_the_limit(monkeypatch, caplog, free_port):
     """On a fake clock (sleep advances it): waits 1, 2, 4, 8, then 15 s each; the last wait is cut at the limit
     (100 s); one line at the start, one per 60 s after it; attempts stop once the outage has lasted 100 s."""
     clock = [1000.0]
@@ -291,7 +284,7 @@ def test_outage_waits_back_off_to_15_s_report_once_a_minute_and_stop_at_the_limi
 
     monkeypatch.setattr("maskgrpo.rewards.client.time.sleep", sleep)
     monkeypatch.setattr("maskgrpo.rewards.client.time.monotonic", lambda: clock[0])
-    url = f"http://127.0.0.1:{free_port()}/score"
+    url = f"http://127.0.0.1:{free_port}/score"
     fn = client(url, backoff=1.0, max_outage_s=100)
     with caplog.at_level("WARNING", logger="maskgrpo.rewards.client"), pytest.raises(RewardOutageError) as err:
         fn(constant_images([0]), ["p"], [{}])
@@ -462,8 +455,8 @@ def test_load_scorer_from_module_file_and_factory(tmp_path):
         load_scorer("no_colon")
 
 
-def test_serve_command_stands_up_a_scorer_in_one_command(tmp_path):
-    port = free_port()
+def test_serve_command_stands_up_a_scorer_in_one_command(tmp_path, free_port):
+    port = free_port
     cmd = [
         sys.executable,
         "-m",
@@ -592,10 +585,10 @@ def test_client_splits_requests_by_encoded_bytes_and_refuses_one_image_over_the_
     assert sizes == [] and len(scorer.calls) == calls_before  # nothing was sent
 
 
-def test_image_over_the_pixel_cap_is_a_413_before_decoding_and_server_memory_stays_flat():
+def test_image_over_the_pixel_cap_is_a_413_before_decoding_and_server_memory_stays_flat(free_port):
     """Item 11: a 9,912-byte PNG declaring 9000 x 9000 (243 MB as RGB) is refused from its header; the server
     process's peak RSS (VmHWM) does not move; the server then scores a normal image."""
-    port = free_port()
+    port = free_port
     cmd = [sys.executable, "-m", "maskgrpo.rewards.serve", "--scorer", "maskgrpo.rewards.scorers:mean_intensity"]
     proc = subprocess.Popen([*cmd, "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip

@@ -10,11 +10,11 @@ micro-batches that reported the key unless the loss names another reduction).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, UNSET, tiny_run
 
 from maskgrpo.algo.equations import code_logprobs
 from maskgrpo.algo.metric_reduce import RoundMetrics
@@ -24,17 +24,16 @@ from maskgrpo.config.schema import TrainRun
 from maskgrpo.forward_plan import forward_groups
 from maskgrpo.models import LLaDAModelLM
 
-REPO = Path(__file__).resolve().parents[1]
 P, G, MU = 4, 3, 4
 
 
 def make_trainer(config: str, base: str, out: Path, *extra: str):
     from maskgrpo.train import Trainer
 
-    o = {"backbone.path": base, "run.output_dir": str(out), "prompts.per_round": P, "rl.group_size": G,
-         "rl.num_inner_updates": MU, "rollout.num_steps": 4, "optim.lr": 1e-3, "eval": None, "log.image_every": 0,
-         "checkpoint.every": 0}  # fmt: skip
-    args = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in o.items()]
+    sizes = {"prompts.per_round": P, "rl.group_size": G, "rl.num_inner_updates": MU, "checkpoint.every": 0,
+             "log.image_every": 0}  # fmt: skip
+    keep = dict.fromkeys(("rl.micro_batch_prompts", "log.images_in_grid", "log.rollout_table"), UNSET)  # the YAML's
+    args = tiny_run(base, out, rounds=UNSET, **sizes, **keep)
     return Trainer(load_config(TrainRun, REPO / "configs" / config, [*args, *extra]), resume=False)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_train import tiny_overrides
+from conftest import tiny_run
 
 from eval.soak import main
 
@@ -15,7 +15,7 @@ from eval.soak import main
 def test_short_soak_ends_where_the_uninterrupted_run_ends(toy_base_dir, tmp_path):
     out = tmp_path / "soak"
     quiet = {"checkpoint.every": 3, "log.image_every": 0, "log.rollout_table": False}
-    overrides = tiny_overrides(toy_base_dir, tmp_path / "unused", rounds=40, **quiet)
+    overrides = tiny_run(toy_base_dir, tmp_path / "unused", rounds=40, **quiet)
     code = main(["--config", "configs/toy_maskgrpo.yaml", "--interval", "18", "30", "--kill-share", "0.5",
                  "--seed", "3", "--out", str(out), *overrides])  # fmt: skip
     state = json.loads((out / "soak.json").read_text())

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from fixtures_toy import TINY_PRETRAIN
 
 from maskgrpo.config import load_config
@@ -22,7 +23,6 @@ from maskgrpo.errors import RunError
 from maskgrpo.toy import base_manifest as bm
 from maskgrpo.toy.backbone import load_shapes
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "assets" / "toy_base"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
 

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from fixtures_toy import TINY_PRETRAIN
 
 from maskgrpo.toy import base_manifest as bm
 from maskgrpo.toy.pretrain import CURVE_FILE, STATE_DIR, STATE_FILE, main
 
-REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
 TINY = [*TINY_PRETRAIN, "checkpoint.every=10"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from maskgrpo.config.schema import ShapesWorldConfig
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
@@ -20,7 +20,6 @@ from maskgrpo.toy.world import (
     validation_pick,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 FOUR = WorldSpec.scaled(40, shapes=("circle", "square", "triangle", "diamond"))
 
 

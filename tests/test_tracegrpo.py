@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from forward_counts import rollout_forwards
 from safetensors.torch import load_file
 from test_htgrpo_patch import run_inprocess, tiny
@@ -16,7 +17,6 @@ from maskgrpo.config import ConfigError, load_config, to_dict
 from maskgrpo.config.schema import TrainRun
 from maskgrpo.layout import T2IBatch
 
-REPO = Path(__file__).resolve().parents[1]
 TOY_TRACE, TOY_UNI = REPO / "configs/toy_tracegrpo.yaml", REPO / "configs/toy_unigrpo.yaml"
 TOY_MG = REPO / "configs/toy_maskgrpo.yaml"
 MASK, OFFSET, K = 99, 100, 32

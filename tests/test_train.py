@@ -11,34 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, tiny_run
 from forward_counts import max_rollout_forwards
 from safetensors.torch import load_file
 
 from maskgrpo.algo.equations import group_advantages
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_overrides(base: str, out: Path, rounds: int = 2, **extra: object) -> list[str]:
-    """A run small enough for CI: 4 prompts x G=4, mu=2, 4 sampler steps, checkpoint every round."""
-    o = {
-        "backbone.path": base,
-        "run.output_dir": str(out),
-        "prompts.per_round": 4,
-        "rollout.num_steps": 4,
-        "rl.rounds": rounds,
-        "rl.group_size": 4,
-        "rl.num_inner_updates": 2,
-        "rl.micro_batch_prompts": 1,
-        "optim.lr": 1e-3,
-        "checkpoint.every": 1,
-        "log.image_every": 1,
-        "log.images_in_grid": 4,
-        "log.rollout_table": True,
-        "eval": None,
-    }
-    o.update(extra)
-    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in o.items()]
 
 
 def run_train(args: list[str], nproc: int = 1, **popen: object) -> subprocess.Popen:
@@ -62,7 +39,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_tiny_run_finite_loss_and_every_parameter_changed(toy_base_dir, tmp_path):
     out = tmp_path / "run"
-    log = finish(run_train(tiny_overrides(toy_base_dir, out, **{"run.wandb_mode": "offline"})))
+    log = finish(run_train(tiny_run(toy_base_dir, out, **{"run.wandb_mode": "offline"})))
     assert "round    2 | reward" in log
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["round"] for m in metrics] == [1, 2]
@@ -84,7 +61,7 @@ def test_tiny_run_finite_loss_and_every_parameter_changed(toy_base_dir, tmp_path
 
 def test_two_ranks_zero2_gathers_rewards_before_normalising(toy_base_dir, tmp_path):
     out = tmp_path / "run2"
-    finish(run_train(tiny_overrides(toy_base_dir, out), nproc=2))
+    finish(run_train(tiny_run(toy_base_dir, out), nproc=2))
     metrics = read_jsonl(out / "metrics.jsonl")
     assert len(metrics) == 2
     for rnd, m in enumerate(metrics, start=1):
@@ -103,7 +80,7 @@ def test_two_ranks_zero2_gathers_rewards_before_normalising(toy_base_dir, tmp_pa
 def test_two_ranks_zero3_trains_and_exports(toy_base_dir, tmp_path):
     out = tmp_path / "z3"
     zero3 = {"deepspeed.config": "configs/deepspeed/zero3.json", "log.rollout_table": False}
-    finish(run_train(tiny_overrides(toy_base_dir, out, rounds=1, **zero3), nproc=2))
+    finish(run_train(tiny_run(toy_base_dir, out, rounds=1, **zero3), nproc=2))
     assert np.isfinite(read_jsonl(out / "metrics.jsonl")[0]["loss/policy"])
     before = load_file(Path(toy_base_dir) / "model" / "model.safetensors")
     after = load_file(out / "final" / "model" / "model.safetensors")  # gathered from the two ZeRO-3 shards
@@ -113,9 +90,9 @@ def test_two_ranks_zero3_trains_and_exports(toy_base_dir, tmp_path):
 
 def test_resume_after_sigkill_is_bit_identical(toy_base_dir, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    finish(run_train(tiny_overrides(toy_base_dir, straight, rounds=4, **{"checkpoint.every": 2})))
+    finish(run_train(tiny_run(toy_base_dir, straight, rounds=4, **{"checkpoint.every": 2})))
     log_file = (tmp_path / "killed.log").open("w")
-    p = run_train(tiny_overrides(toy_base_dir, killed, rounds=4, **{"checkpoint.every": 2}), stdout=log_file)
+    p = run_train(tiny_run(toy_base_dir, killed, rounds=4, **{"checkpoint.every": 2}), stdout=log_file)
     latest = killed / "checkpoints" / "latest"
     deadline = time.time() + 240
     while time.time() < deadline and p.poll() is None:  # kill as soon as round 2's checkpoint is complete
@@ -127,7 +104,7 @@ def test_resume_after_sigkill_is_bit_identical(toy_base_dir, tmp_path):
     assert p.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     assert not (killed / "final").exists()
     assert (killed / "checkpoints" / "latest").read_text() == "round-000002"
-    log = finish(run_train([*tiny_overrides(toy_base_dir, killed, rounds=4, **{"checkpoint.every": 2}), "--resume"]))
+    log = finish(run_train([*tiny_run(toy_base_dir, killed, rounds=4, **{"checkpoint.every": 2}), "--resume"]))
     assert "resumed from" in log and "round    3 |" in log
     a = load_file(straight / "final" / "model" / "model.safetensors")
     b = load_file(killed / "final" / "model" / "model.safetensors")

@@ -19,9 +19,9 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, tiny_run
 from test_faults_run import (  # noqa: F401  (module fixtures, used by name)
     KEEP3,
-    REPO,
     as_killed_after_round,
     base,
     copy_run,
@@ -29,11 +29,11 @@ from test_faults_run import (  # noqa: F401  (module fixtures, used by name)
     finished_2ranks,
     ok,
     same_weights,
-    slow,
+    sweep,
     train,
     weights,
 )
-from test_train import read_jsonl, tiny_overrides
+from test_train import read_jsonl
 
 from maskgrpo.checkpoint import MANIFEST, select_checkpoint
 
@@ -62,7 +62,7 @@ def reshard_check(ckpt, nproc: int, overrides: list[str]) -> list[dict]:
 @pytest.mark.parametrize("old, new", [(2, 1), (1, 2)], ids=["2to1", "1to2"])
 def test_reshard_loads_every_value_exactly(old, new, base, tmp_path, request):  # noqa: F811 (the fixture)
     ref = request.getfixturevalue("finished_2ranks" if old == 2 else "finished")
-    rows = reshard_check(ref / "checkpoints" / "round-000002", new, tiny_overrides(base, tmp_path / "x", rounds=3))
+    rows = reshard_check(ref / "checkpoints" / "round-000002", new, tiny_run(base, tmp_path / "x", rounds=3))
     assert [x["rank"] for x in rows] == list(range(new)) and all(x["world"] == new for x in rows)
     for x in rows:
         assert x["compared"] == x["params"] and len(x["params"]) > 0  # every trainable parameter was compared
@@ -75,7 +75,7 @@ def test_reshard_loads_every_value_exactly(old, new, base, tmp_path, request):  
         assert rows[0]["generators"] != rows[1]["generators"]  # each rank its own streams
 
 
-@pytest.mark.parametrize("old, new", [(2, 1), pytest.param(1, 2, marks=slow)], ids=["2to1", "1to2"])
+@pytest.mark.parametrize("old, new", [(2, 1), pytest.param(1, 2, marks=sweep)], ids=["2to1", "1to2"])
 def test_resume_on_another_number_of_ranks_continues(old, new, base, tmp_path, request):  # noqa: F811
     """NEEDS THE TRAINER INTEGRATION (module docstring). The resume point's weights are the checkpoint's; two
     resumes on the new rank count finish identical; the history before the resume point is kept."""
@@ -84,7 +84,7 @@ def test_resume_on_another_number_of_ranks_continues(old, new, base, tmp_path, r
     def resume(name: str, rounds: int):
         run = copy_run(ref, tmp_path / name)
         as_killed_after_round(run, 2)
-        return run, ok(train([*tiny_overrides(base, run, rounds=rounds, **KEEP3), "--resume"], nproc=new))
+        return run, ok(train([*tiny_run(base, run, rounds=rounds, **KEEP3), "--resume"], nproc=new))
 
     at, log = resume("at_resume_point", rounds=2)  # no round after the resume: final/ holds what was loaded
     plural = "s" * (old > 1)

@@ -18,6 +18,7 @@ import math
 import sys
 from pathlib import Path
 
+from maskgrpo.jsonl import read_metrics
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 
 Z95 = 1.96
@@ -149,8 +150,7 @@ def summarize(run: Path) -> str:
     out = [f"ShapesWorld run {run}"]
     metrics_file = run / "metrics.jsonl"
     if metrics_file.is_file():
-        rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if "round" in r and "reward/mean" in r]
+        rows = [r for r in read_metrics(metrics_file) if "reward/mean" in r]
         if rows:
             names = trained_reward_names(run, rows[-1])
             (a0, a1), (b0, b1), first, last = reward_trend(rows)
