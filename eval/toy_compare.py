@@ -136,11 +136,10 @@ ABLATIONS = ("HT no credit", "HT single-stage", "HT two-stage", "HT revealed str
 """The study's HT-GRPO ablations: there each one's paired difference is taken against HT-GRPO, as the paper's
 ablation table compares every variant with the full method."""
 
-BUDGET = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=24", "eval.train_prompts_per_tag=0",
-          "backbone.path=assets/toy_base_compose"]  # fmt: skip
-"""The budget plan's size: MaskGRPO runs 30 rounds of 4 prompts x 8 rollouts (mu = 8) on the compose base; every
-other method runs as many rounds as that compute buys it; ShapesEval with 24 images per held-out caption at every
-budget point (eval.budget_study)."""
+BUDGET = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=24", "eval.train_prompts_per_tag=0"]
+"""The budget plan's size: MaskGRPO runs 30 rounds of 4 prompts x 8 rollouts (mu = 8) on the configs' base (the
+shipped assets/toy_base); every other method runs as many rounds as that compute buys it; ShapesEval with 24 images
+per held-out caption at every budget point (eval.budget_study)."""
 BUDGET_PAIRS = {"HT-GRPO": "MaskGRPO", "HT no credit": "MaskGRPO", "HT revealed structure": "MaskGRPO",
                 "HT confidence ranks": "MaskGRPO maskgit"}  # fmt: skip
 """Budget plan: each method -> the reference whose budget it gets and against which it is compared."""

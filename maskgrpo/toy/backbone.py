@@ -27,7 +27,7 @@ from maskgrpo.models.loading import load_llada, read_json
 from maskgrpo.toy.base_manifest import verify_base
 from maskgrpo.toy.image_tokenizer import PatchTokenizer
 from maskgrpo.toy.text_tokenizer import WordTokenizer, shapes_layout
-from maskgrpo.toy.world import WorldSpec
+from maskgrpo.toy.world import WorldSpec, spec_for
 
 REQUIRED_FILES = ("model/config.json", "text_tokenizer.json", "image_tokenizer", "world.json")
 WORLD_KEYS = ("world", "text_window", "train_prompts", "eval_prompts")
@@ -35,7 +35,8 @@ WORLD_KEYS = ("world", "text_window", "train_prompts", "eval_prompts")
 
 
 def world_spec(cfg: ShapesWorldConfig) -> WorldSpec:
-    return WorldSpec.scaled(cfg.canvas, cfg.patch)
+    """The world of a base's config: the default world at its canvas, with its classes when it names them."""
+    return spec_for(cfg)
 
 
 @dataclass
@@ -75,11 +76,13 @@ class ShapesBackbone:
         self.text_tokenizer.save(d / "text_tokenizer.json")
         self.image_tokenizer.save(d / "image_tokenizer")
         meta = {
-            "world": to_dict(self.world),
+            "world": {k: v for k, v in to_dict(self.world).items() if v is not None},  # an unset shapes: the default
             "text_window": self.layout.text_window,
             "train_prompts": self.train_prompts,
             "eval_prompts": self.eval_prompts,
         }
+        if self.val_prompts:
+            meta["val_prompts"] = self.val_prompts
         (d / "world.json").write_text(json.dumps(meta, indent=1))
 
 

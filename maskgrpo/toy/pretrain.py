@@ -87,16 +87,6 @@ def split_captions(cfg: ToyPretrainRun, spec: WorldSpec) -> tuple[list[dict], li
     return train, held_out, val
 
 
-class PretrainBackbone(ShapesBackbone):
-    """A ShapesBackbone whose WorldSpec also reads ``world.shapes`` (:func:`spec_for`). Until
-    maskgrpo.toy.backbone.world_spec does the same, a base whose world names its classes is pretrained and
-    scored here with its own classes."""
-
-    @property
-    def spec(self) -> WorldSpec:
-        return spec_for(self.world)
-
-
 def build_base(cfg: ToyPretrainRun) -> ShapesBackbone:
     """World, prompt split, tokenizers and a freshly initialised toy LLaDA (deterministic from the seeds).
     ``train_prompts`` excludes the validation captions (see :func:`split_captions`)."""
@@ -116,7 +106,7 @@ def build_base(cfg: ToyPretrainRun) -> ShapesBackbone:
                     mask_token_id=layout.mask_id, rope_theta=10000.0, max_sequence_length=layout.seq_len)
     )  # fmt: skip
     rl_train = [p for p in train if p not in val]
-    return PretrainBackbone(model, text_tok, image_tok, layout, cfg.world, rl_train, held_out)
+    return ShapesBackbone(model, text_tok, image_tok, layout, cfg.world, rl_train, held_out, val)
 
 
 def caption_sampler(pool: list[dict], by_tag: bool) -> Callable[[int, np.random.Generator], list[dict]]:
@@ -284,23 +274,6 @@ def train_loop(base: ShapesBackbone, cfg: ToyPretrainRun, out: Path, resume: boo
     return end, train_before + time.time() - t_train, ema
 
 
-def _drop_unset_world_keys(out: Path) -> None:
-    """world.json keeps a world key that is null only when it existed before it was optional: a base of today's
-    default recipe stays byte-identical to one made before ``world.shapes`` existed."""
-    path = out / "world.json"
-    meta = json.loads(path.read_text())
-    meta["world"] = {k: v for k, v in meta["world"].items() if not (k == "shapes" and v is None)}
-    path.write_text(json.dumps(meta, indent=1))
-
-
-def _add_val_prompts(out: Path, val: list[dict]) -> None:
-    """Append the validation captions to world.json as ``val_prompts`` (only when there are some)."""
-    path = out / "world.json"
-    meta = json.loads(path.read_text())
-    meta["val_prompts"] = val
-    path.write_text(json.dumps(meta, indent=1))
-
-
 def pretrain(cfg: ToyPretrainRun, command: str, resume: bool = False,
              stop_after: int | None = None) -> tuple[ShapesBackbone, dict | None]:  # fmt: skip
     """Pretrain, save, evaluate and write the manifest (``command`` is recorded in it as the recipe). With
@@ -326,10 +299,6 @@ def pretrain(cfg: ToyPretrainRun, command: str, resume: bool = False,
     dump_config(cfg, out / "pretrain.yaml")
     model.eval()
     base.save(out)
-    _drop_unset_world_keys(out)
-    _, _, val = split_captions(cfg, base.spec)
-    if val:
-        _add_val_prompts(out, val)
     print(f"[pretrain] {steps} steps in {train_s:.0f} s ({train_s / steps:.3f} s/step), "
           f"final loss (EMA) {ema:.3f}; saved to {out}")  # fmt: skip
     summary: dict = {}
