@@ -26,11 +26,8 @@ if __name__ == "__main__":  # the command line: keep a preemption notice that co
     _install_handlers()
 
 import argparse
-import contextlib
 import functools
 import json
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -62,7 +59,6 @@ from maskgrpo.config.schema import TrainRun, check_world_size
 from maskgrpo.distributed import (
     agree,
     all_gather_rows,
-    barrier,
     broadcast_object,
     gather_objects,
     init_distributed,
@@ -89,6 +85,7 @@ from maskgrpo.run_dir import (
     normalized_config,
     writing,
 )
+from maskgrpo.toy.run_eval import RunEval
 
 
 class Trainer:
@@ -117,6 +114,7 @@ class Trainer:
         self.counter = ForwardCounter(self.backbone.model)
         self.timer = PhaseTimer(self.device, self.counter)  # seconds and forwards per phase of a round
         self.preemption = Preemption(self.device)  # SIGTERM / SIGUSR1: stop at a round boundary with a checkpoint
+        self.evals = RunEval(self.backbone, cfg.eval, self.run_dir, self.rank, self.timer, self.counter)
         self.engine, self.reference = build_engine(cfg, self.backbone.model, self.world, self.device)
         self.policy = self.engine.module
         seed = cfg.run.seed * 7919 + self.rank
@@ -273,22 +271,20 @@ class Trainer:
         """Step 5b: log pi_old and log pi_ref of every rollout under every distinct input of the plan (no grad, no
         CFG), one forward per group of micro-batches: the peak activation memory is that of one update's forward,
         and every distinct row is forwarded once per pass."""
-        old: list[torch.Tensor] = []
-        ref: list[torch.Tensor | None] = []
         passes = sum(forwards.count(i) for i in range(len(plan.inputs)))
         with self._bar(2 * passes, "old/ref log-probs") as bar:
+
+            def every_row(model: torch.nn.Module, i: int) -> torch.Tensor:
+                logp = torch.empty(rollouts.codes.shape, device=self.device)  # (B, N)
+                for fwd in forwards.passes(i, functools.partial(self._logp, model, rollouts, plan.inputs[i])):
+                    logp[fwd.rollouts] = fwd.logp
+                    bar.update()
+                return logp
+
             self.policy.eval()
-            for module, out in ((self.policy, old), (None, ref)):
-                with contextlib.nullcontext(module) if module is not None else self.reference() as model:
-                    for i, inp in enumerate(plan.inputs):
-                        if model is None:  # kl_beta = 0: no reference model
-                            out.append(None)
-                            continue
-                        logp = torch.empty(rollouts.codes.shape, device=self.device)  # (B, N)
-                        for fwd in forwards.passes(i, functools.partial(self._logp, model, rollouts, inp)):
-                            logp[fwd.rollouts] = fwd.logp
-                            bar.update()
-                        out.append(logp)
+            old = [every_row(self.policy, i) for i in range(len(plan.inputs))]
+            with self.reference() as ref_model:  # None when kl_beta = 0
+                ref = [None if ref_model is None else every_row(ref_model, i) for i in range(len(plan.inputs))]
         return old, ref
 
     def inner_updates(self, rollouts: Rollouts, plan: RoundPlan, forwards: Forwards, adv: torch.Tensor,
@@ -379,74 +375,6 @@ class Trainer:
         """``<run>/final/``: the trained weights in the format eval tools load (see maskgrpo.checkpoint.export)."""
         export_final(self.engine, self.cfg, self.run_dir / "final", self.rank)
 
-    def shapes_eval(self, folder: Path, name: str, skip_done: bool = False) -> dict[str, dict]:
-        """ShapesEval of the current weights on every caption set of ``eval`` (held-out, training pick, validation):
-        ``folder/<name><suffix>.json|md|_samples.png`` per set (rank 0). Collective: every rank samples (ZeRO-3
-        gathers parameters in the forward). Uses its own fixed-seed generator and no trainer generator, so it never
-        changes what training computes. Returns suffix -> summary of the sets it evaluated."""
-        from maskgrpo.toy.evaluate import eval_prompt_sets, evaluate_shapes, write_eval
-
-        sets = eval_prompt_sets(self.backbone, self.cfg.eval)
-        if skip_done:  # a resumed run does not redo a finished evaluation (rank 0 decides for every rank)
-            done = broadcast_object([k for k in sets if (folder / f"{name}{k}.json").is_file()])
-            sets = {k: v for k, v in sets.items() if k not in done}
-        out = {}
-        for suffix, prompts in sets.items():
-            desc = f"ShapesEval ({name}{suffix})" if self.rank == 0 else None
-            with self.timer.phase("eval"):
-                out[suffix] = evaluate_shapes(self.backbone, prompts, self.cfg.eval, desc=desc)
-            if self.rank == 0:
-                with writing(folder):
-                    write_eval(out[suffix], folder, name + suffix)
-        self.counter.reset()  # evaluation forwards are not training compute
-        barrier()
-        return out
-
-    def evaluate(self, name: str) -> None:
-        """ShapesEval before (``eval_before``) or after (``eval_after``) training, printed with its table. After
-        training, an evaluation made at the last round (``eval.every``) is the same computation: its files are
-        copied instead of sampling again."""
-        if not self.has_eval():
-            return
-        last = f"round_{self.state.round:05d}"
-        if name == "eval_after" and self.rank == 0:
-            for f in (self.run_dir / "evals").glob(f"{last}*"):  # the same weights, seed and captions
-                if not (self.run_dir / f.name.replace(last, name)).is_file():
-                    shutil.copyfile(f, self.run_dir / f.name.replace(last, name))
-                    if f.suffix == ".json":
-                        summary = json.loads(f.read_text())
-                        print(f"[eval] {f.stem.replace(last, name)} (= {f.stem}): overall {summary['overall']:.3f}"
-                              f"\n{summary['table']}", flush=True)  # fmt: skip
-        for suffix, summary in self.shapes_eval(self.run_dir, name, skip_done=True).items():
-            if self.rank == 0:
-                print(f"[eval] {name}{suffix}: overall {summary['overall']:.3f}\n{summary['table']}", flush=True)
-        self.timer.take()
-
-    def has_eval(self) -> bool:
-        return self.cfg.eval is not None and bool(getattr(self.backbone, "eval_prompts", None))
-
-    def eval_due(self) -> bool:
-        """An evaluation during training after this round: every ``eval.every`` rounds and at ``eval.rounds``."""
-        if not self.has_eval():
-            return False
-        r, ev = self.state.round, self.cfg.eval
-        return bool(ev.every and r % ev.every == 0) or r in ev.rounds
-
-    def evaluate_during(self) -> dict[str, float]:
-        """``eval.every``: ShapesEval at this round, as ``eval/<set>/<tag | overall | graded_mean | partial_mean>``
-        keys of the round's metrics line (files under evals/). Logged with the line, so an evaluation cut short by
-        a kill is redone with its round on resume and never logged twice."""
-        from maskgrpo.toy.evaluate import EVAL_SETS
-
-        out: dict[str, float] = {}
-        t = time.perf_counter()
-        for suffix, summary in self.shapes_eval(self.run_dir / "evals", f"round_{self.state.round:05d}").items():
-            keys = [*summary["tag_images"], "overall", "graded_mean", "partial_mean", "num_images"]
-            out.update({f"eval/{EVAL_SETS[suffix]}/{k}": summary[k] for k in keys})
-        out["eval/seconds"] = round(time.perf_counter() - t, 3)
-        self.timer.take()
-        return out
-
     def spend(self, metrics: dict) -> dict[str, float]:
         """Add this round's compute to the run's budget (maskgrpo.budget; a collective: summed over the ranks) and
         return its ``budget/*`` keys."""
@@ -468,13 +396,13 @@ class Trainer:
             cfg = self.cfg
             self.preemption.install()
             with writing(self.run_dir):
-                self.evaluate("eval_before")
+                self.evals.before()
             try:
                 while self.state.round < cfg.rl.rounds:
                     metrics = self.run_round()
                     metrics.update(self.spend(metrics))
-                    if self.eval_due():
-                        metrics.update(self.evaluate_during())
+                    if self.evals.due(self.state.round):
+                        metrics.update(self.evals.during(self.state.round))
                     self.log.log(metrics)
                     if self.rank == 0:
                         print(summary_line(metrics), flush=True)
@@ -489,7 +417,7 @@ class Trainer:
             with writing(self.run_dir / "final"):
                 self.export()
             with writing(self.run_dir):
-                self.evaluate("eval_after")
+                self.evals.after(self.state.round)
             self.log.close()
         return True
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from maskgrpo.atomic import write_atomic
 from maskgrpo.config import dump_config, load_config, to_dict
 from maskgrpo.config.schema import ShapesEvalConfig, ToyPretrainRun
 from maskgrpo.errors import RunError, add_traceback_flag, one_line_errors
@@ -136,14 +136,9 @@ def _resume_view(config: dict) -> dict:
 
 
 def save_state(path: Path, state: dict) -> None:
-    """Write a training state atomically: a temporary file beside ``path``, fsync, rename over it."""
+    """Write a training state whole or not at all, flushed to disk before it replaces the previous one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save(state, f), fsync=True)
 
 
 def load_state(path: Path, cfg: ToyPretrainRun) -> dict:
