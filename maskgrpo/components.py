@@ -52,6 +52,15 @@ def load_preset(patch: str | None) -> Preset:
     return PRESETS.get(patch)
 
 
+def run_context(cfg: TrainRun, preset: str | None = None) -> tuple[str, str, Any]:
+    """(method, context name, context builder) of a run: ``preset`` None = the run's own (``rl.context`` overrides
+    included), else that preset's default context on the same config (the dry runs compare both methods)."""
+    method = preset if preset is not None else (cfg.patch or "maskgrpo")
+    p = load_preset(None if method == "maskgrpo" else method)
+    name = (cfg.rl.context if preset is None else None) or p.context
+    return method, name, _lookup(CONTEXTS, "rl.context", name)(cfg, p.options(cfg))
+
+
 @dataclass
 class Components:
     backbone: Any

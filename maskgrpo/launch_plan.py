@@ -246,13 +246,9 @@ def context_rows(cfg: TrainRun, num_image_tokens: int, prompts_per_gpu: int, pre
     included; else that preset's default context on the same config) and count the rows of its largest forward
     on a rank with ``prompts_per_gpu`` prompts (``maskgrpo.algo.contexts.forward_rows``)."""
     from maskgrpo.algo.contexts import forward_rows
-    from maskgrpo.catalog import CONTEXTS
-    from maskgrpo.components import load_preset
+    from maskgrpo.components import run_context
 
-    method = preset if preset is not None else (cfg.patch or "maskgrpo")
-    p = load_preset(None if method == "maskgrpo" else method)
-    name = (cfg.rl.context if preset is None else None) or p.context
-    builder = CONTEXTS.get(name)(cfg, p.options(cfg))
+    method, name, builder = run_context(cfg, preset)
     update, old_ref = forward_rows(builder, prompts_per_gpu, cfg.rl.micro_batch_prompts, cfg.rl.group_size,
                                    num_image_tokens, cfg.rollout.num_steps, cfg.rl.num_inner_updates)  # fmt: skip
     return ContextRows(method, name, update, old_ref)

@@ -57,13 +57,9 @@ def round_work(cfg: Any, prompts_per_gpu: int, num_image_tokens: int, seq_len: i
     """The rows of ``preset``'s round (None: the run's own context) on a GPU with ``prompts_per_gpu`` prompts,
     counted on its context builder (``maskgrpo.algo.contexts.round_rows``)."""
     from maskgrpo.algo.contexts import round_rows
-    from maskgrpo.catalog import CONTEXTS
-    from maskgrpo.components import load_preset
+    from maskgrpo.components import run_context
 
-    method = preset if preset is not None else (cfg.patch or "maskgrpo")
-    p = load_preset(None if method == "maskgrpo" else method)
-    name = (cfg.rl.context if preset is None else None) or p.context
-    builder = CONTEXTS.get(name)(cfg, p.options(cfg))
+    method, name, builder = run_context(cfg, preset)
     update, one_pass = round_rows(builder, prompts_per_gpu, cfg.rl.micro_batch_prompts, cfg.rl.group_size,
                                   num_image_tokens, cfg.rollout.num_steps, cfg.rl.num_inner_updates)  # fmt: skip
     canvases = prompts_per_gpu * cfg.rl.group_size

@@ -62,9 +62,9 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _wrap(target: str, hit: Callable[[int, tuple], bool], before: bool) -> None:
-    """Replace TARGET by a wrapper that SIGKILLs the process (before or after the call) when ``hit(call number,
-    args)`` is true."""
+def _wrap(target: str, hit: Callable[[int, tuple], bool], before: bool, action: Callable[[], None] = _die) -> None:
+    """Replace TARGET by a wrapper that runs ``action`` (default: SIGKILL this process) before or after the call when
+    ``hit(call number, args)`` is true."""
     owner, name = _resolve(target)
     original = getattr(owner, name)
     calls = [0]
@@ -74,10 +74,10 @@ def _wrap(target: str, hit: Callable[[int, tuple], bool], before: bool) -> None:
         calls[0] += 1
         now = hit(calls[0], args)
         if before and now:
-            _die()
+            action()
         out = original(*args, **kwargs)
         if not before and now:
-            _die()
+            action()
         return out
 
     setattr(owner, name, wrapper)
@@ -118,19 +118,12 @@ def signal_before(target: str, spec: str) -> None:
     n, _, rank = spec.partition("@")
     if rank and os.environ.get("RANK", "0") != rank:
         return
-    owner, name = _resolve(target)
-    original = getattr(owner, name)
-    calls = [0]
 
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == int(n):
-            time.sleep(float(delay or 0))
-            os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'TERM'}"))
-        return original(*args, **kwargs)
+    def notice() -> None:
+        time.sleep(float(delay or 0))
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'TERM'}"))
 
-    setattr(owner, name, wrapper)
+    _wrap(target, lambda k, _: k == int(n), before=True, action=notice)
 
 
 @FAULTS.register("enospc")

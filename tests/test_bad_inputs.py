@@ -311,6 +311,7 @@ def test_micro_batch_must_divide_the_prompts_per_rank():
         check_world_size(cfg, 3)
 
 
+@pytest.mark.slow
 def test_eval_cli_damaged_base_is_one_line(toy_base_dir, tmp_path):
     base = copy_base(toy_base_dir, tmp_path / "base")
     _truncate(base / "model/model.safetensors")
@@ -326,6 +327,7 @@ def test_eval_cli_damaged_base_is_one_line(toy_base_dir, tmp_path):
 # ---- the CLI itself: one line by default, the full trace on request --------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_and_exits_2_and_traceback_on_request(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
     env.pop("HTGRPO_TRACEBACK", None)

@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 from test_faults_run import KEEP3, as_killed_after_round, copy_run, ok, select_checkpoint, train
 from test_world_size import reshard_check
 
+pytestmark = pytest.mark.slow  # trainer runs killed and resumed, a 2-rank reshard
+
 LORA = {"lora.enabled": True, "lora.r": 4, "lora.alpha": 8}
 
 

@@ -8,12 +8,11 @@ they can be run on a scratch copy with a deliberately broken link to see them fa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -165,22 +164,39 @@ def test_no_shipped_file_points_outside_the_repository():
 MODULES = shown_modules(REPO)
 
 
+HELP_PROBE = """
+import contextlib, io, json, runpy, sys, traceback
+dest, modules, out = sys.argv[1], sys.argv[2:], {}
+for module in modules:
+    buf = io.StringIO()
+    sys.argv = [module, "--help"]
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        status = 0
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        status = 1
+        buf.write(traceback.format_exc())
+    out[module] = [status, buf.getvalue()[-600:]]
+with open(dest, "w") as f:
+    json.dump(out, f)
+"""
+"""``python -m X --help`` for each module named after the output file, in one interpreter, as ``-m`` runs a module
+(``runpy``): {module: [exit status, output tail]} written to the output file."""
+
+
 @pytest.fixture(scope="module")
-def help_results() -> dict[str, tuple[int, str, float]]:
-    """``python -m X --help`` for every shown module, run in parallel subprocesses: module -> (status, tail, s)."""
+def help_results(tmp_path_factory) -> dict[str, tuple[int, str]]:
+    """``python -m X --help`` for every shown module: module -> (exit status, output tail). One interpreter runs them
+    all in turn (:data:`HELP_PROBE`), so the heavy imports are paid once."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", DS_ACCELERATOR="cpu", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
-
-    def run(module: str) -> tuple[int, str, float]:
-        t0 = time.perf_counter()
-        try:
-            p = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, env=env, capture_output=True,
-                               text=True, timeout=300)  # fmt: skip
-        except subprocess.TimeoutExpired:
-            return -1, "timed out after 300 s", time.perf_counter() - t0
-        return p.returncode, (p.stdout + p.stderr)[-600:], time.perf_counter() - t0
-
-    with ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1)) as pool:  # the subprocesses mostly import
-        return dict(zip(MODULES, pool.map(run, MODULES)))
+    out = tmp_path_factory.mktemp("help") / "help.json"
+    p = subprocess.run([sys.executable, "-c", HELP_PROBE, str(out), *MODULES], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=600)  # fmt: skip
+    assert p.returncode == 0 and out.is_file(), (p.stdout + p.stderr)[-3000:]
+    return {m: tuple(v) for m, v in json.loads(out.read_text()).items()}
 
 
 def test_docs_show_modules():
@@ -190,5 +206,5 @@ def test_docs_show_modules():
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_shown_module_answers_help(module, help_results):
-    status, tail, _ = help_results[module]
+    status, tail = help_results[module]
     assert status == 0, f"`python -m {module} --help` (shown at {MODULES[module]}) exited {status}:\n{tail}"

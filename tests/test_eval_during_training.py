@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO, tiny_run
 from test_train import finish, read_jsonl, run_train
+
+pytestmark = pytest.mark.slow  # trainer runs with evaluations, one killed and resumed
 
 EVAL = {"eval": {"samples_per_prompt": 1, "batch_size": 64, "seed": 7, "train_prompts_per_tag": 1,
                  "sampler": {"name": "emerge", "num_steps": 2, "cfg_scale": 3.5}}}  # fmt: skip

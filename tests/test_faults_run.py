@@ -29,6 +29,8 @@ from test_train import read_jsonl
 from maskgrpo.checkpoint import MANIFEST, select_checkpoint
 from maskgrpo.errors import RunError
 
+pytestmark = pytest.mark.slow  # every case runs the trainer's CLI in subprocesses (1 and 2 ranks); most kill it
+
 CONFIG = str(REPO / "configs/toy_maskgrpo.yaml")
 sweep = pytest.mark.sweep  # a variant of a case the default suite covers: runs with HTGRPO_SLOW_TESTS=1 (conftest.py)
 KEEP3 = {"checkpoint.keep": 3}

@@ -144,6 +144,7 @@ def test_check_against_a_real_cache_offline(tmp_path, monkeypatch, capsys) -> No
 # Local rank 0 downloads, the others wait (2 gloo ranks)
 
 
+@pytest.mark.slow
 def test_only_local_rank_0_downloads_while_the_other_rank_waits(tmp_path) -> None:
     """Two gloo ranks resolve two hub ids: the first downloads on rank 0 only while rank 1 waits, then reads the
     cache; the second's download fails on rank 0 (fault injected) and both ranks raise its message, none hangs."""

@@ -56,6 +56,7 @@ def test_fit_and_depth_choice() -> None:
     assert choose_blocks(16, 2, 40.0, 240.0, 480.0, 4) == 12 and choose_blocks(16, 2, 40.0, 470.0, 480.0, 4) == 4
 
 
+@pytest.mark.slow
 def test_tiny_cpu_run_writes_a_consistent_report(tmp_path) -> None:
     rep = main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == json.loads(json.dumps(rep))

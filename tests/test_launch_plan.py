@@ -43,6 +43,7 @@ def tiny(tmp_path_factory):
     return build_tiny_mmada(tmp_path_factory.mktemp("tiny"))
 
 
+@pytest.mark.slow
 def test_dry_run_flag_six_gpus_zero3_local_checkpoint(prompts, tiny, tmp_path) -> None:
     r = launch("mmada_maskgrpo.sh", "--dry-run", "rl.rounds=10", NUM_GPUS="6", ZERO_STAGE="3",
                MODEL_PATH=str(tiny.model_dir), VQ_PATH=str(tiny.vq_dir), PROMPTS=str(prompts),
@@ -67,6 +68,7 @@ def test_bad_override_exits_nonzero_naming_the_key(prompts) -> None:
     assert "unknown key 'rl.group_sizee'" in r.stderr and "Did you mean 'rl.group_size'" in r.stderr
 
 
+@pytest.mark.slow
 def test_bad_launch_variables_fail_clearly(prompts) -> None:
     r = launch("mmada_maskgrpo.sh", DRY_RUN="1", PROMPTS=str(prompts), ZERO_STAGE="1")
     assert r.returncode == 2 and "ZERO_STAGE must be 2 or 3" in r.stderr
@@ -76,6 +78,7 @@ def test_bad_launch_variables_fail_clearly(prompts) -> None:
     assert r.returncode == 2 and "GRAD_CKPT must be 1 or 0" in r.stderr
 
 
+@pytest.mark.slow
 def test_missing_paths_and_unknown_options_are_reported(tmp_path) -> None:
     r = launch("mmada_maskgrpo.sh", "backbone.options.text_windw=17", DRY_RUN="1",
                PROMPTS=str(tmp_path / "nope.jsonl"), MODEL_PATH=str(tmp_path / "no_model"))  # fmt: skip
@@ -141,6 +144,7 @@ def test_memory_formulas_match_models_md_6() -> None:
     assert no_ck == pytest.approx(69.7, abs=0.05) and ck == pytest.approx(6.39, abs=0.01)
 
 
+@pytest.mark.slow
 def test_real_launch_runs_one_round_on_cpu(tiny, prompts, tmp_path) -> None:
     """bash launch/mmada_maskgrpo.sh without DRY_RUN and with START_REWARDS=1: the launcher starts both reward
     servers (a cheap scorer in place of each judge, REWARD_SCORERS), waits until they answer, runs the DeepSpeed
@@ -187,6 +191,7 @@ def hostfile(path: Path, hosts: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "nodes, per_round, micro, expect",
     [
@@ -218,6 +223,7 @@ def test_multi_node_dry_run_plan(prompts, tmp_path, nodes, per_round, micro, exp
     assert re.search(r"trainable states, LoRA r=128 on 7 linears/block\s+" + {2: "0.96", 4: "0.82"}[nodes], out)
 
 
+@pytest.mark.slow
 def test_reward_gpus_kept_free_with_train_gpus(prompts, tmp_path) -> None:
     """6 training + 2 reward GPUs per node: TRAIN_GPUS becomes DeepSpeed --include over the hostfile's first hosts."""
     hosts = hostfile(tmp_path / "hostfile", 3)
@@ -234,6 +240,7 @@ def test_reward_gpus_kept_free_with_train_gpus(prompts, tmp_path) -> None:
     assert value(one.stdout, "prompts per GPU") == "4"  # 24 / 6
 
 
+@pytest.mark.slow
 def test_multi_node_launch_variables_fail_clearly(prompts, tmp_path) -> None:
     hosts = hostfile(tmp_path / "hostfile", 2)
     env = {"DRY_RUN": "1", "PROMPTS": str(prompts), "MASTER_ADDR": "10.1.2.3"}

@@ -424,6 +424,7 @@ def test_configs_differ_only_in_the_patch_section() -> None:
     assert sum(ht["patch_options"]["budgets"]) == mg["rl"]["num_inner_updates"]
 
 
+@pytest.mark.slow
 def test_dry_run_plans_a_lumina_launch(tiny, tmp_path) -> None:
     prompts = write_prompts(tmp_path / "p.jsonl")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DRY_RUN": "1", "MODEL_PATH": str(tiny),
@@ -502,6 +503,7 @@ def _metrics(run: Path) -> dict:
     return m
 
 
+@pytest.mark.slow
 def test_one_maskgrpo_round_end_to_end(rounds) -> None:
     m = _metrics(rounds["maskgrpo"])
     names = json.loads((rounds["maskgrpo"] / "components.json").read_text())
@@ -511,6 +513,7 @@ def test_one_maskgrpo_round_end_to_end(rounds) -> None:
     assert 4 * 2 <= m["perf/forwards_rollout"] <= max_rollout_forwards(4, P, P * G)  # T x distinct (cond + uncond)
 
 
+@pytest.mark.slow
 def test_one_htgrpo_round_end_to_end(rounds) -> None:
     m = _metrics(rounds["htgrpo"])
     names = json.loads((rounds["htgrpo"] / "components.json").read_text())

@@ -17,6 +17,8 @@ from test_world_size import without_wall_clock
 
 from maskgrpo.checkpoint import METRICS_COPY
 
+pytestmark = pytest.mark.slow  # trainer runs resumed after their metrics were damaged
+
 
 @pytest.fixture(scope="module")
 def four_rounds(toy_base_dir, tmp_path_factory):

@@ -384,6 +384,7 @@ def _tiny_run_config(tiny: TinyMMaDA, clip_dir: Path, prompts: Path, out: Path) 
     }  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["maskgrpo", "htgrpo"])
 def test_one_round_end_to_end(tiny, tmp_path, method) -> None:
     """One round per method on the tiny MMaDA: decode -> CLIP reward -> update (LoRA), through the real CLI."""

@@ -15,6 +15,8 @@ import pytest
 from conftest import REPO
 from tiny_models import write_prompts
 
+pytestmark = pytest.mark.slow  # copies the tree and runs every GPU launcher with the network blocked
+
 LAUNCHERS = ("mmada_maskgrpo.sh", "mmada_htgrpo.sh", "dimoo_maskgrpo.sh", "dimoo_htgrpo.sh")
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused at once
 

@@ -21,6 +21,8 @@ from conftest import REPO, tiny_run
 from procs import children
 from test_faults_run import _tail, ok, read_jsonl, same_weights, train
 
+pytestmark = pytest.mark.slow  # every case signals real trainer processes (1 and 2 ranks) and resumes
+
 WALL = ("perf/seconds_", "perf/rollout_images_per_s", "budget/seconds")
 EVERY2 = {"checkpoint.every": 2, "checkpoint.keep": 3}
 """Checkpoints at rounds 2 and 3 only: a stop after round 1 must write round 1's itself."""

@@ -116,6 +116,7 @@ def test_every_gpu_config_and_the_launchers_name_the_shipped_prompt_file():
     assert re.search(r'^PROMPTS="\$\{PROMPTS:-data/train_prompts\.jsonl\}"$', gpu, flags=re.M)
 
 
+@pytest.mark.slow
 def test_dry_run_with_the_default_prompt_file(tmp_path):
     """`DRY_RUN=1 bash launch/mmada_htgrpo.sh` with no PROMPTS set reads the shipped example file."""
     env = {k: v for k, v in os.environ.items() if k != "PROMPTS"}

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import REPO, free_ports
 from procs import alive
 
@@ -73,6 +74,7 @@ def stub(tmp_path: Path, factory: str, kwargs: str | None = None) -> list[str]:
     return out + (["--scorer-kwargs", f"hpsv3={kwargs}"] if kwargs else [])
 
 
+@pytest.mark.slow
 def test_servers_load_then_the_training_runs_then_they_stop(tmp_path) -> None:
     ports = free_ports(2)
     (tmp_path / "probe.py").write_text(PROBE)

@@ -19,6 +19,8 @@ from conftest import REPO, free_ports, tiny_run
 from test_faults_run import _tail, error_line, ok, read_jsonl, same_weights
 from test_reward_outage import Mimic
 
+pytestmark = pytest.mark.slow  # trainer runs against a reward server that is killed and restarted
+
 WALL = ("perf/seconds_", "perf/rollout_images_per_s", "budget/seconds")
 
 

@@ -150,6 +150,7 @@ def test_toy_rl_configs_use_the_shipped_base_and_the_launcher_never_pretrains():
     assert load_shapes(SHIPPED).model.config.n_layers == 4
 
 
+@pytest.mark.slow
 def test_toy_pretrain_launcher_reproduces_and_compares(tmp_path):
     env = {**ENV, "BASE_DIR": str(tmp_path / "base")}
     r = subprocess.run(["bash", "launch/toy_pretrain.sh", *TINY_PRETRAIN], cwd=REPO, env=env, capture_output=True,

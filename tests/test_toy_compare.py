@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from eval.compare import fmt_stats
 from eval.toy_compare import METHODS, ROW_KEYS, main, slug, study_table, total_forwards
 
@@ -40,6 +42,7 @@ def test_total_forwards_sums_every_counter(tmp_path):
     assert total_forwards(f) == 27
 
 
+@pytest.mark.slow
 def test_quick_study_runs_two_methods_and_resumes_without_rework(toy_base_dir, tmp_path, capsys):
     """Two real runs (separate processes) plus the base evaluation, then the table, the JSON and the curves."""
     out = tmp_path / "study"
@@ -110,6 +113,7 @@ def test_budget_comparisons_on_hand_made_curves():
     assert tta["reached"] == 3 and tta["not_reached"] == 0 and abs(tta["fraction"]["mean"] - 0.75) < 1e-12
 
 
+@pytest.mark.slow
 def test_quick_budget_plan_matches_compute_and_writes_the_report(toy_base_dir, tmp_path):
     """The budget plan end to end on the tiny base: pilots, matched rounds, evaluations at the budget points, the
     report and both figures."""

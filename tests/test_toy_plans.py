@@ -82,6 +82,7 @@ def test_paired_table_shows_each_metric_vs_base_and_vs_reference():
     assert len(lines) == 4  # the base row has no paired changes
 
 
+@pytest.mark.slow
 def test_quick_focused_plan_pairs_the_twins_and_draws_accuracy_curves(toy_base_dir, tmp_path):
     out = tmp_path / "focused"
     args = ["--plan", "focused", "--quick", "--methods", "MaskGRPO maskgit",

@@ -39,6 +39,7 @@ def uninterrupted(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_stop_then_resume_gives_the_uninterrupted_weights(uninterrupted, tmp_path):
     out = tmp_path / "base"
     main([f"run.output_dir={out}", *TINY, "--stop-after", "17"])  # between two periodic saves (10, 20)
@@ -55,6 +56,7 @@ def test_stop_then_resume_gives_the_uninterrupted_weights(uninterrupted, tmp_pat
     assert STATE_DIR not in " ".join(m["files"]) and "--resume" not in m["recipe"]["command"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_bytes(tmp_path):
     steps = ["pretrain.steps=120", "checkpoint.every=5"]
     ref = tmp_path / "ref"
@@ -75,6 +77,7 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path):
     assert sha(out / "model/model.safetensors") == sha(ref / "model/model.safetensors")
 
 
+@pytest.mark.slow
 def test_damaged_or_foreign_state_stops_with_one_line(tmp_path):
     out = tmp_path / "base"
     assert run_cli(out, "--stop-after", "10").returncode == 0
@@ -90,6 +93,7 @@ def test_damaged_or_foreign_state_stops_with_one_line(tmp_path):
     assert r.returncode == 2 and "no saved pretraining state to resume" in r.stderr
 
 
+@pytest.mark.slow
 def test_learning_curve_and_end_step(uninterrupted, tmp_path):
     out = tmp_path / "curve"
     main([f"run.output_dir={out}", *TINY, "checkpoint.eval_every=15", "checkpoint.eval_samples=1",
@@ -122,6 +126,7 @@ def test_todays_recipe_still_makes_the_shipped_world_and_tokenizers(tmp_path):
         assert sha(tmp_path / f) == sha(shipped / f), f
 
 
+@pytest.mark.slow
 def test_validation_split_changes_world_json_only(uninterrupted, tmp_path):
     import json
 

@@ -59,6 +59,7 @@ def test_tiny_run_finite_loss_and_every_parameter_changed(toy_base_dir, tmp_path
     assert list((out / "wandb").glob("offline-run-*")), "no offline wandb run was written"
 
 
+@pytest.mark.slow
 def test_two_ranks_zero2_gathers_rewards_before_normalising(toy_base_dir, tmp_path):
     out = tmp_path / "run2"
     finish(run_train(tiny_run(toy_base_dir, out), nproc=2))
@@ -77,6 +78,7 @@ def test_two_ranks_zero2_gathers_rewards_before_normalising(toy_base_dir, tmp_pa
     assert (out / "checkpoints" / "round-000002" / "trainer_rank1.pt").is_file()
 
 
+@pytest.mark.slow
 def test_two_ranks_zero3_trains_and_exports(toy_base_dir, tmp_path):
     out = tmp_path / "z3"
     zero3 = {"deepspeed.config": "configs/deepspeed/zero3.json", "log.rollout_table": False}
@@ -88,6 +90,7 @@ def test_two_ranks_zero3_trains_and_exports(toy_base_dir, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(toy_base_dir, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     finish(run_train(tiny_run(toy_base_dir, straight, rounds=4, **{"checkpoint.every": 2})))
@@ -116,6 +119,7 @@ def test_resume_after_sigkill_is_bit_identical(toy_base_dir, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_bad_config_and_missing_checkpoint_give_one_clear_line(tmp_path, toy_base_dir):
     def train(*overrides: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "maskgrpo.train", "--config", str(REPO / "configs/toy_maskgrpo.yaml"), *overrides]

@@ -37,6 +37,8 @@ from test_train import read_jsonl
 
 from maskgrpo.checkpoint import MANIFEST, select_checkpoint
 
+pytestmark = pytest.mark.slow  # 2-rank runs resumed on another rank count
+
 
 def wall_clock(key: str) -> bool:
     """A metric that measures time (``perf/seconds_*``, ``budget/seconds``, ``perf/rollout_images_per_s``): it differs
