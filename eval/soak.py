@@ -2,9 +2,11 @@
 uninterrupted run ends.
 
     python -m eval.soak [--config configs/toy_htgrpo.yaml] [--nproc 1] [--interval 120 240] [--kill-share 0.5]
-                        [--seed 0] [--out runs/soak] [KEY=VALUE ...]
+                        [--seed 0] [--out runs/soak] [--parallel] [KEY=VALUE ...]
 
-1. The reference: the same config and overrides run once without interruption (``<out>/reference``; kept).
+1. The reference: the same config and overrides run once without interruption (``<out>/reference``; kept). With
+   ``--parallel`` it runs beside the soak instead of before it (half the wall time where two sets of cores are free;
+   the interruption times are wall-clock, so the soak's rounds between interruptions shrink with the load).
 2. The soak: the run is started as the toy launchers start it (torchrun, which leaves SIGTERM / SIGUSR1 to the
    workers), and at a random moment every ``--interval`` seconds (uniform between the two bounds, seeded) the whole
    process tree (launcher and workers) is sent SIGKILL (share ``--kill-share``) or SIGTERM, as a cluster does. A
@@ -105,28 +107,9 @@ def same_run(a: Path, b: Path) -> dict:
     return {"weights": weights, "metrics": ra == rb, "why": why}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("overrides", nargs="*", help="config overrides of both runs, e.g. rl.rounds=60")
-    ap.add_argument("--config", default="configs/toy_htgrpo.yaml")
-    ap.add_argument("--nproc", type=int, default=1, help="DeepSpeed ranks (torchrun workers)")
-    ap.add_argument("--interval", type=float, nargs=2, default=(120.0, 240.0), metavar=("MIN_S", "MAX_S"),
-                    help="seconds between interruptions: uniform in [MIN_S, MAX_S] (default 120 240)")  # fmt: skip
-    ap.add_argument("--kill-share", type=float, default=0.5, help="share of SIGKILLs among the interruptions")
-    ap.add_argument("--stop-timeout", type=float, default=300.0, help="seconds a SIGTERM may take to stop the run")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the interruption times and signals")
-    ap.add_argument("--out", default="runs/soak")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    train = ["-m", "maskgrpo.train", "--config", args.config, *args.overrides]
-    reference, run = out / "reference", out / "run"
-    if not (reference / "final" / "model").is_dir():
-        print(f"[soak] reference run -> {reference}", flush=True)
-        p = launch([*train, f"run.output_dir={reference}", "--auto-resume"], args.nproc, out / "reference.log")
-        if p.wait() != 0:
-            print(f"[soak] the reference run failed: see {out / 'reference.log'}", file=sys.stderr)
-            return 2
+def soak(out: Path, run: Path, ref: subprocess.Popen | None, train: list[str], args) -> int:
+    """The interrupted run to its end, its events in ``<out>/soak.json``, then the reference's end (when it runs
+    beside): 0, or 2 when either run fails."""
     events_file = out / "soak.json"
     state = json.loads(events_file.read_text()) if events_file.is_file() else {"events": [], "soak_seconds": 0.0}
     rng = random.Random(args.seed * 1000 + len(state["events"]))  # a resumed soak draws new times
@@ -167,6 +150,47 @@ def main(argv: list[str] | None = None) -> int:
         state["soak_seconds"] += time.monotonic() - t0
         events_file.write_text(json.dumps(state, indent=1))
         print(f"[soak] interruption {len(state['events'])}: {event}", flush=True)
+    events_file.write_text(json.dumps(state, indent=1))
+    if ref is not None and ref.wait() != 0:
+        print(f"[soak] the reference run failed: see {out / 'reference.log'}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("overrides", nargs="*", help="config overrides of both runs, e.g. rl.rounds=60")
+    ap.add_argument("--config", default="configs/toy_htgrpo.yaml")
+    ap.add_argument("--nproc", type=int, default=1, help="DeepSpeed ranks (torchrun workers)")
+    ap.add_argument("--interval", type=float, nargs=2, default=(120.0, 240.0), metavar=("MIN_S", "MAX_S"),
+                    help="seconds between interruptions: uniform in [MIN_S, MAX_S] (default 120 240)")  # fmt: skip
+    ap.add_argument("--kill-share", type=float, default=0.5, help="share of SIGKILLs among the interruptions")
+    ap.add_argument("--stop-timeout", type=float, default=300.0, help="seconds a SIGTERM may take to stop the run")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the interruption times and signals")
+    ap.add_argument("--out", default="runs/soak")
+    ap.add_argument("--parallel", action="store_true", help="run the reference beside the soak, not before it")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train = ["-m", "maskgrpo.train", "--config", args.config, *args.overrides]
+    reference, run = out / "reference", out / "run"
+    ref = None
+    if not (reference / "final" / "model").is_dir():
+        print(f"[soak] reference run -> {reference}", flush=True)
+        ref = launch([*train, f"run.output_dir={reference}", "--auto-resume"], args.nproc, out / "reference.log")
+        if not args.parallel and ref.wait() != 0:
+            print(f"[soak] the reference run failed: see {out / 'reference.log'}", file=sys.stderr)
+            return 2
+    try:
+        code = soak(out, run, ref, train, args)
+    finally:  # a soak that fails early does not leave its reference running
+        if ref is not None and ref.poll() is None:
+            signal_tree(ref.pid, signal.SIGKILL)
+            ref.wait()
+    if code:
+        return code
+    events_file = out / "soak.json"
+    state = json.loads(events_file.read_text())
     verdict = same_run(run, reference)
     terms = [e for e in state["events"] if e["signal"] == "SIGTERM"]
     state["verdict"] = {**verdict, "interruptions": len(state["events"]), "sigterm": len(terms),

@@ -459,8 +459,13 @@ def main(argv: list[str] | None = None) -> int:
            for m in methods}  # fmt: skip
     acc = {label: runs for label, runs in acc.items() if all(r is not None for r in runs)}
     if acc:
-        plot_metric_curves(acc, out / "accuracy_curves.png", "GenEval accuracy of the rollouts", smooth=3,
-                           base=str(cfg0.backbone.path))
+        plot_metric_curves(
+            acc,
+            out / "accuracy_curves.png",
+            "GenEval accuracy of the rollouts",
+            smooth=3,
+            base=str(cfg0.backbone.path),
+        )
     print(header + table + paired)
     if plan.matched:
         print("\n" + budget_report(out, plan, methods, seeds, cfg0.rl.rounds, str(cfg0.backbone.path), sched, rates))

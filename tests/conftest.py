@@ -4,9 +4,10 @@
 - ``tiny_run``: the one builder of tiny-run config overrides (also the ``tiny_run`` fixture); a test changes the
   sizes it needs with its own extra overrides.
 - ``free_ports(n)``: n distinct unused TCP ports (the ``free_port`` fixture is one of them).
-- Markers: ``slow`` (the full suite runs it; the quick suite ``bash scripts/test.sh -m "not slow"`` leaves it out)
-  and ``sweep`` (every remaining variant of a case the suite already covers: skipped unless
-  ``HTGRPO_SLOW_TESTS=1``, and counted as ``slow``).
+- Markers: ``slow`` (the full suite runs it; the quick suite ``bash scripts/test.sh -m "not slow"`` leaves it out):
+  a test that starts the trainer, a launcher or a server as a process, runs 2 ranks, kills and resumes, soaks,
+  runs a study or the golden runs. ``sweep``: a further variant of a case the suite already covers, skipped unless
+  ``HTGRPO_SLOW_TESTS=1`` (and counted as ``slow``).
 """
 
 from __future__ import annotations

@@ -90,6 +90,7 @@ def test_servers_load_then_the_training_runs_then_they_stop(tmp_path) -> None:
     assert not any(healthy(f"http://127.0.0.1:{p}/score") or server_pids(p) for p in ports)  # stopped at exit
 
 
+@pytest.mark.slow
 def test_a_server_that_dies_while_loading_stops_the_launch(tmp_path) -> None:
     ports = free_ports(2)
     marker = tmp_path / "trained"
@@ -104,6 +105,7 @@ def test_a_server_that_dies_while_loading_stops_the_launch(tmp_path) -> None:
     assert not any(healthy(f"http://127.0.0.1:{p}/score") or server_pids(p) for p in ports)  # the other one stopped
 
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_is_a_bounded_wait(tmp_path) -> None:
     ports = free_ports(2)
     marker = tmp_path / "trained"

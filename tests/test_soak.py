@@ -4,11 +4,14 @@ time ends bit-identical to the uninterrupted run. The 60-minute soak and its res
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
 from conftest import REPO, tiny_run
 
+from eval import soak
 from eval.soak import launch, main, rounds_logged
 
 
@@ -42,3 +45,59 @@ def test_short_soak_ends_where_the_uninterrupted_run_ends(toy_base_dir, tmp_path
     verdict = state["verdict"]
     assert verdict["weights"] and verdict["metrics"]
     assert verdict["interruptions"] >= 2 and verdict["sigkill"] >= 1 and verdict["sigterm"] >= 1, (interval, state)
+
+
+FAKE_TRAIN = """
+import sys, time, json, torch
+from pathlib import Path
+from safetensors.torch import save_file
+out = Path(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("run.output_dir=")))
+time.sleep({seconds})
+if {fail}:
+    sys.exit(3)
+(out / "final" / "model").mkdir(parents=True, exist_ok=True)
+save_file({{"w": torch.ones(2)}}, str(out / "final" / "model" / "model.safetensors"))
+(out / "metrics.jsonl").write_text(json.dumps({{"round": 1, "loss": 0.5}}) + "\\n")
+"""
+
+
+def fake_launch(calls: list, seconds: dict, fail: str = ""):
+    """``eval.soak.launch`` with a stand-in trainer: it sleeps, then writes a finished run (or exits 3)."""
+
+    def launch_(cmd, nproc, log):
+        kind = "reference" if any(a.endswith("/reference") for a in cmd) else "run"
+        calls.append((kind, time.monotonic()))
+        code = FAKE_TRAIN.format(seconds=seconds[kind], fail=kind == fail)
+        return subprocess.Popen([sys.executable, "-c", code, *cmd], start_new_session=True)
+
+    return launch_
+
+
+def test_parallel_reference_runs_beside_the_soak(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(soak, "launch", fake_launch(calls, {"reference": 1.5, "run": 0.1}))
+    t0 = time.monotonic()
+    assert soak.main(["--parallel", "--interval", "30", "30", "--out", str(tmp_path / "s")]) == 0
+    # both started at once; the verdict waited for the slower reference
+    assert [k for k, _ in calls] == ["reference", "run"] and calls[1][1] - calls[0][1] < 1.0
+    assert time.monotonic() - t0 >= 1.5
+    verdict = json.loads((tmp_path / "s" / "soak.json").read_text())["verdict"]
+    assert verdict["weights"] and verdict["metrics"] and verdict["interruptions"] == 0
+
+
+def test_serial_reference_finishes_before_the_soak_starts(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(soak, "launch", fake_launch(calls, {"reference": 1.0, "run": 0.1}))
+    assert soak.main(["--interval", "30", "30", "--out", str(tmp_path / "s")]) == 0
+    assert [k for k, _ in calls] == ["reference", "run"] and calls[1][1] - calls[0][1] >= 1.0
+
+
+@pytest.mark.parametrize("fail", ["reference", "run"])
+def test_a_failed_run_ends_a_parallel_soak_with_2_and_no_process_left(fail, tmp_path, monkeypatch, capsys):
+    calls: list = []
+    procs: list = []
+    launch_ = fake_launch(calls, {"reference": 0.2 if fail == "reference" else 30.0, "run": 0.1}, fail=fail)
+    monkeypatch.setattr(soak, "launch", lambda *a: procs.append(launch_(*a)) or procs[-1])
+    assert soak.main(["--parallel", "--interval", "30", "30", "--out", str(tmp_path / "s")]) == 2
+    assert f"the {fail} " in capsys.readouterr().err
+    assert all(p.poll() is not None for p in procs)  # a failed run does not leave the 30 s reference running

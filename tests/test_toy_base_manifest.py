@@ -55,6 +55,7 @@ def test_pretraining_writes_a_manifest_of_every_file(toy_base_dir):
     assert m["shapes_eval"]["overall"] == ev["overall"] and m["shapes_eval"]["seed"] == 1234
 
 
+@pytest.mark.slow
 def test_a_changed_base_file_stops_the_trainer_with_one_line(toy_base_dir, tmp_path):
     base = tmp_path / "base"
     shutil.copytree(toy_base_dir, base)

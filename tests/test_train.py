@@ -37,6 +37,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+@pytest.mark.slow
 def test_tiny_run_finite_loss_and_every_parameter_changed(toy_base_dir, tmp_path):
     out = tmp_path / "run"
     log = finish(run_train(tiny_run(toy_base_dir, out, **{"run.wandb_mode": "offline"})))

@@ -43,10 +43,16 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "tracegrpo_shrink2": ("toy_tracegrpo.yaml", ["trace.shrink=2"]),
     "htgrpo": ("toy_htgrpo.yaml", HT),
     "htgrpo_mb2_no_kl": ("toy_htgrpo.yaml", [*HT, "rl.micro_batch_prompts=2", "rl.kl_beta=0.0"]),
-    "htgrpo_fixed_size_per_stage": ("toy_htgrpo.yaml", [*HT, "patch_options.subset=fixed_size",
-                                    "patch_options.p_max={global: 1.0, structure: 0.9, refine: 0.8}",
-                                    "patch_options.p_min={global: 0.5, structure: 0.4, refine: 0.3}",
-                                    "patch_options.tie_break=confidence"]),  # fmt: skip
+    "htgrpo_fixed_size_per_stage": (
+        "toy_htgrpo.yaml",
+        [
+            *HT,
+            "patch_options.subset=fixed_size",
+            "patch_options.p_max={global: 1.0, structure: 0.9, refine: 0.8}",
+            "patch_options.p_min={global: 0.5, structure: 0.4, refine: 0.3}",
+            "patch_options.tie_break=confidence",
+        ],
+    ),  # fmt: skip
     "htgrpo_two_stage_up": ("toy_htgrpo.yaml", ["patch_options.budgets=[0,3,1]", "patch_options.schedule=up"]),
     "htgrpo_a5": ("toy_htgrpo.yaml", [*HT, "rl.context=revealed_structure"]),
 }
