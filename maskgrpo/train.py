@@ -85,7 +85,7 @@ from maskgrpo.run_dir import (
     normalized_config,
     writing,
 )
-from maskgrpo.toy.run_eval import RunEval
+from maskgrpo.run_eval import RunEval
 
 
 class Trainer:
@@ -114,7 +114,8 @@ class Trainer:
         self.counter = ForwardCounter(self.backbone.model)
         self.timer = PhaseTimer(self.device, self.counter)  # seconds and forwards per phase of a round
         self.preemption = Preemption(self.device)  # SIGTERM / SIGUSR1: stop at a round boundary with a checkpoint
-        self.evals = RunEval(self.backbone, cfg.eval, self.run_dir, self.rank, self.timer, self.counter)
+        self.evals = RunEval(self.backbone, cfg.eval, self.run_dir, self.rank, self.timer, self.counter,
+                             cfg.reward.max_outage_s)
         self.engine, self.reference = build_engine(cfg, self.backbone.model, self.world, self.device)
         self.policy = self.engine.module
         seed = cfg.run.seed * 7919 + self.rank

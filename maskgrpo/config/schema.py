@@ -130,6 +130,21 @@ class ShapesEvalConfig:
 
 
 @dataclass(frozen=True)
+class GenEvalServerConfig:
+    """A GenEval-style evaluation through the detector reward server (maskgrpo/geneval_eval.py), for backbones
+    without built-in held-out captions (MMaDA, Lumina-DiMOO). Off unless ``eval.geneval`` is set."""
+
+    metadata: str = ""
+    """GenEval's prompt metadata JSONL (``prompts/evaluation_metadata.jsonl`` of a GenEval checkout: one
+    ``{"tag", "include", "prompt", ...}`` object per line)."""
+    per_tag: int = field(default=8, metadata=rng(ge=1))
+    """The first ``per_tag`` prompts of each tag, in file order (GenEval's 6 tags: 48 prompts at 8)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Options of the ``geneval`` reward client (url, protocol, timeout, max_outage_s, ...; docs/rewards.md); the
+    defaults reach the public server at ``http://127.0.0.1:18085/``."""
+
+
+@dataclass(frozen=True)
 class TrainEvalConfig(ShapesEvalConfig):
     """ShapesEval of an RL run: before training, every ``every`` rounds, and after."""
 
@@ -143,6 +158,9 @@ class TrainEvalConfig(ShapesEvalConfig):
     val: bool = False
     """Also evaluate the base's validation captions (world.json ``val_prompts``, when it has them): the split on
     which RL settings are chosen, disjoint from the held-out captions (``_val`` files, ``eval/val/`` keys)."""
+    geneval: GenEvalServerConfig | None = None
+    """Also evaluate a GenEval prompt subset through the detector reward server (``_geneval`` files,
+    ``eval/geneval/`` keys): the 8B backbones' evaluation during training. Off (null) by default."""
 
 
 @dataclass(frozen=True)

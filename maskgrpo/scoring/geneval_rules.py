@@ -400,3 +400,12 @@ def summarize_tags(results: Iterable[tuple[str, bool]]) -> dict[str, float]:
         )
     summary["overall"] = sum(summary.values()) / len(summary) if summary else math.nan
     return summary
+
+
+def format_table(summary: dict[str, float]) -> str:
+    """A markdown table of a :func:`summarize_tags` dict (tags in its order, overall last)."""
+    lines = ["| tag | accuracy |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in summary.items() if k != "overall"]
+    if "overall" in summary:
+        lines.append(f"| **overall** | **{summary['overall']:.3f}** |")
+    return "\n".join(lines)

@@ -7,8 +7,9 @@
 - ``shapes_eval``: ShapesEvaluator, colour-segmentation detections fed to the GenEval rules.
 """
 
+from maskgrpo.scoring.geneval_rules import format_table
 from maskgrpo.toy.image_tokenizer import PatchTokenizer
-from maskgrpo.toy.shapes_eval import ImageResult, ShapesDetector, ShapesEvaluator, format_table
+from maskgrpo.toy.shapes_eval import ImageResult, ShapesDetector, ShapesEvaluator
 from maskgrpo.toy.text_tokenizer import WordTokenizer, shapes_layout
 from maskgrpo.toy.world import (
     SceneObject,

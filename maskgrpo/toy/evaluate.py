@@ -12,8 +12,8 @@ from PIL import Image
 from maskgrpo.backbones.base import generate_codes
 from maskgrpo.config.schema import ShapesEvalConfig
 from maskgrpo.observe import labelled_grid
-from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
-from maskgrpo.toy.shapes_eval import ShapesEvaluator, format_table
+from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS, format_table
+from maskgrpo.toy.shapes_eval import ShapesEvaluator
 
 
 def train_prompt_pick(prompts: list[dict], per_tag: int, seed: int) -> list[dict]:
@@ -27,7 +27,7 @@ def train_prompt_pick(prompts: list[dict], per_tag: int, seed: int) -> list[dict
     return out
 
 
-EVAL_SETS = {"": "heldout", "_train": "train", "_val": "val"}
+EVAL_SETS = {"": "heldout", "_train": "train", "_val": "val", "_geneval": "geneval"}
 """File-name suffix of each caption set -> its metrics namespace (``eval/<name>/...``)."""
 
 

@@ -233,12 +233,3 @@ class ShapesEvaluator:
     def summarize(results: list[ImageResult]) -> dict[str, float]:
         """Per-tag accuracy in GenEval's order plus ``overall`` = unweighted mean of the tags present."""
         return summarize_tags((r.tag, r.correct) for r in results)
-
-
-def format_table(summary: dict[str, float]) -> str:
-    """A markdown table of a :meth:`ShapesEvaluator.summarize` dict (tags in its order, overall last)."""
-    lines = ["| tag | accuracy |", "| --- | ---: |"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in summary.items() if k != "overall"]
-    if "overall" in summary:
-        lines.append(f"| **overall** | **{summary['overall']:.3f}** |")
-    return "\n".join(lines)
