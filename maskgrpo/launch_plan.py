@@ -411,12 +411,30 @@ def check_inputs(cfg: TrainRun) -> tuple[list[tuple[str, str, str]], list[str], 
 
             try:
                 status = f"local file, {len(load_prompt_metadata(cfg.prompts.source))} prompt(s)"
-            except ValueError as e:
+            except (ValueError, RunError) as e:  # a RunError names the file and line
                 status, ok = f"unreadable: {e}", False
         rows.append(("prompts.source", cfg.prompts.source, status))
         if not ok:
             problems.append(f"prompts.source: {cfg.prompts.source} ({status})")
     path_row("deepspeed.config", cfg.deepspeed.config, "file")
+    geneval = cfg.eval.geneval if cfg.eval is not None else None
+    if geneval is not None:  # evaluation during training through the GenEval server (maskgrpo/geneval_eval.py)
+        status, ok = classify_path(geneval.metadata, "file") if geneval.metadata else ("not set", False)
+        if ok:
+            from maskgrpo.geneval_eval import pick_per_tag
+            from maskgrpo.prompts import read_prompt_file
+
+            try:
+                picked = pick_per_tag(read_prompt_file(geneval.metadata), geneval.per_tag).prompts
+                status = (f"local file; {len(picked)} prompt(s) x {cfg.eval.samples_per_prompt} image(s) before, "
+                          f"after and every {cfg.eval.every or '-'} round(s)")  # fmt: skip
+            except (ValueError, RunError) as e:  # a RunError names the file and line
+                status, ok = f"unreadable: {e}", False
+        rows.append(("eval.geneval.metadata", geneval.metadata, status))
+        if not ok:
+            problems.append(f"eval.geneval.metadata: {geneval.metadata or '(empty)'} ({status})")
+        url = geneval.kwargs.get("url", "http://127.0.0.1:18085/")
+        rows.append(("eval.geneval.url", str(url), "endpoint, not contacted"))
 
     for name, entry in cfg.rewards.items():
         reg = entry.entry or name

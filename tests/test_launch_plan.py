@@ -3,6 +3,7 @@ formulas of docs/models.md section 6, and one real launch through the DeepSpeed 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -267,3 +268,25 @@ def test_multi_node_launch_variables_fail_clearly(prompts, tmp_path) -> None:
     assert r.returncode == 2 and "TRAIN_GPUS must list GPU indices (0,1,2,3,4,5): got '0-5'" in r.stderr
     r = launch("mmada_maskgrpo.sh", TRAIN_GPUS="0,1,2,3,4,5", NUM_GPUS="8", **env)
     assert r.returncode == 2 and "NUM_GPUS=8 but TRAIN_GPUS=0,1,2,3,4,5 lists 6 GPUs" in r.stderr
+
+
+def test_check_inputs_reports_the_geneval_evaluation_and_a_bad_metadata_line(prompts, tmp_path) -> None:
+    meta = tmp_path / "evaluation_metadata.jsonl"
+    lines = [{"tag": t, "include": [], "prompt": f"{t} {i}"} for t in ("colors", "counting") for i in range(3)]
+    meta.write_text("".join(json.dumps(m) + "\n" for m in lines))
+    base = [f"prompts.source={prompts}", "eval.every=50", "eval.samples_per_prompt=4"]
+    cfg = load_config(TrainRun, HT_CONFIG, [*base, f"eval.geneval={{metadata: {meta}, per_tag: 2}}"])
+    rows, problems, _ = check_inputs(cfg)
+    found = {what: (value, status) for what, value, status in rows}
+    # 2 tags x the first 2 prompts each
+    assert found["eval.geneval.metadata"] == (str(meta), "local file; 4 prompt(s) x 4 image(s) before, after and "
+                                                         "every 50 round(s)")  # fmt: skip
+    assert found["eval.geneval.url"] == ("http://127.0.0.1:18085/", "endpoint, not contacted")
+    assert not any("eval.geneval" in p for p in problems)
+    meta.write_text(meta.read_text() + "{not json\n")
+    _, problems, _ = check_inputs(cfg)
+    assert [p for p in problems if p.startswith("eval.geneval")] == [
+        f"eval.geneval.metadata: {meta} (unreadable: {meta}:7: not valid JSON: Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1))"]  # fmt: skip
+    cfg = load_config(TrainRun, HT_CONFIG, [*base, f"eval.geneval={{metadata: {tmp_path / 'none.jsonl'}}}"])
+    assert f"eval.geneval.metadata: {tmp_path / 'none.jsonl'} (MISSING)" in check_inputs(cfg)[1]
