@@ -12,6 +12,8 @@ Each run directory holds ``metrics.jsonl`` (one JSON object per round with ``rou
                          ``stage/<stage>/<metric>`` (loss, clip fraction, ratio mean / max, k3 KL, support fraction,
                          mean credit weight, p): do the Structure updates move the policy more than the Refinement
                          ones? Grouped runs: the mean over the group's runs.
+    eval_curves_<set>.png  runs that evaluated during training (``eval.every``): ``eval/<set>/overall`` against
+                         round for each evaluation set (heldout, train, val, geneval), as reward_curves.png.
 
 Rows: rounds, final reward (``reward/mean`` of the last round, or the mean of the last ``--last`` rounds), then
 each GenEval tag, ``overall`` and ``partial_mean`` as "before -> after". With ``--group-by-label`` runs sharing a
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
 
 EVAL_KEYS: tuple[str, ...] = (*GENEVAL_TAGS, "overall", "partial_mean")
 """Evaluation rows, in table order."""
+EVAL_OVERALL = re.compile(r"eval/[a-z_]+/overall")
+"""The metrics key of an evaluation set's overall accuracy during training (maskgrpo/run_eval.py)."""
 
 STAGES: tuple[str, ...] = ("global", "structure", "refine")
 STAGE_METRICS: tuple[str, ...] = ("loss", "clip_frac", "ratio_mean", "ratio_max", "kl_k3", "support_frac",
@@ -46,8 +51,9 @@ STAGE_METRICS: tuple[str, ...] = ("loss", "clip_frac", "ratio_mean", "ratio_max"
 
 
 def load_run(run_dir: str | Path) -> dict:
-    """``{"dir", "rounds": (R,) int, "reward": (R,), "reward_std": (R,), "stage": {key: (R,)}, "before": dict|None,
-    "after": dict|None}``; ``stage`` holds every ``stage/*`` key the run logged (NaN in rounds without it).
+    """``{"dir", "rounds": (R,) int, "reward": (R,), "reward_std": (R,), "stage": {key: (R,)}, "eval": {set: (rounds,
+    overall)}, "before": dict|None, "after": dict|None}``; ``stage`` holds every ``stage/*`` key the run logged (NaN
+    in rounds without it), ``eval`` the rounds and ``eval/<set>/overall`` of each set evaluated during training.
 
     Lines are sorted by round; a round logged twice (a resumed run) keeps its last line.
     """
@@ -60,6 +66,12 @@ def load_run(run_dir: str | Path) -> dict:
         raise ValueError(f"{metrics} has no rounds yet")
     rounds = sorted(by_round)
     stage_keys = sorted({k for rec in by_round.values() for k in rec if k.startswith("stage/")})
+    sets = sorted({k.split("/")[1] for rec in by_round.values() for k in rec if EVAL_OVERALL.fullmatch(k)})
+    during = {}
+    for name in sets:
+        key = f"eval/{name}/overall"
+        hit = [r for r in rounds if key in by_round[r]]
+        during[name] = (np.array(hit), np.array([by_round[r][key] for r in hit], dtype=np.float64))
     evals = {}
     for name in ("before", "after"):
         f = d / f"eval_{name}.json"
@@ -70,6 +82,7 @@ def load_run(run_dir: str | Path) -> dict:
         "reward": np.array([by_round[r]["reward/mean"] for r in rounds], dtype=np.float64),
         "reward_std": np.array([by_round[r].get("reward/std", math.nan) for r in rounds], dtype=np.float64),
         "stage": {k: np.array([by_round[r].get(k, math.nan) for r in rounds], dtype=np.float64) for k in stage_keys},
+        "eval": during,
         **evals,
     }
 
@@ -149,6 +162,25 @@ def plot_curves(groups: dict[str, list[dict]], path: Path, smooth: int = 1) -> F
                               title="training reward/mean per round")  # fmt: skip
 
 
+def plot_eval_curves(groups: dict[str, list[dict]], out: Path) -> list[Path]:
+    """``eval_curves_<set>.png`` per evaluation set some run logged during training: ``eval/<set>/overall`` against
+    round, per group the mean over its runs that have it (rounds they share) with a +/- std band. Returns the files
+    written; older ``eval_curves_*.png`` in ``out`` are removed first (no stale plot from an earlier comparison)."""
+    from eval.study_stats import plot_metric_curves
+
+    for old in out.glob("eval_curves_*.png"):
+        old.unlink()
+    written = []
+    for name in sorted({s for runs in groups.values() for r in runs for s in r["eval"]}):
+        curves = {label: [r["eval"][name] for r in runs if name in r["eval"]] for label, runs in groups.items()}
+        curves = {label: c for label, c in curves.items() if c}
+        path = out / f"eval_curves_{name}.png"
+        plot_metric_curves(curves, path, f"eval/{name}/overall", base=bases_label(groups),
+                           title=f"GenEval-style accuracy during training ({name} set)")  # fmt: skip
+        written.append(path)
+    return written
+
+
 def stage_figure(groups: dict[str, list[dict]]) -> Figure | None:
     """One panel per stage metric, one line per (group, stage) against round (a group's runs averaged over the
     rounds all of them reached); title with the runs' base, caption with n. None when no run logged ``stage/*``."""
@@ -217,7 +249,8 @@ def jsonable_stats(cols: dict) -> dict:
 
 def compare(run_dirs: list[str], labels: list[str] | None, group: bool, out: Path, last: int = 1,
             smooth: int = 1) -> str:  # fmt: skip
-    """Load the runs, write compare.md / compare.json / reward_curves.png under ``out``; return the table."""
+    """Load the runs, write compare.md / compare.json / reward_curves.png (and stage_metrics.png, eval_curves_*.png
+    when the runs logged them) under ``out``; return the table."""
     if labels is not None and len(labels) != len(run_dirs):
         raise ValueError(f"--labels has {len(labels)} entries for {len(run_dirs)} run directories")
     if last < 1:
@@ -238,6 +271,7 @@ def compare(run_dirs: list[str], labels: list[str] | None, group: bool, out: Pat
     (out / "compare.md").write_text(table + "\n")
     (out / "compare.json").write_text(json.dumps(jsonable_stats(dict(zip(groups, cols))), indent=1) + "\n")
     plot_curves(groups, out / "reward_curves.png", smooth)
+    plot_eval_curves(groups, out)
     if not plot_stages(groups, out / "stage_metrics.png"):
         (out / "stage_metrics.png").unlink(missing_ok=True)  # no stale plot from an earlier comparison
     return table
@@ -255,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     table = compare(args.runs, args.labels, args.group_by_label, out, args.last, args.smooth)
     print(table)
-    stages = f", {out / 'stage_metrics.png'}" if (out / "stage_metrics.png").is_file() else ""
-    print(f"\nwrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'reward_curves.png'}{stages}")
+    extra = [out / "stage_metrics.png"] if (out / "stage_metrics.png").is_file() else []
+    extra += sorted(out.glob("eval_curves_*.png"))
+    files = [out / "compare.md", out / "compare.json", out / "reward_curves.png", *extra]
+    print(f"\nwrote {', '.join(str(f) for f in files)}")
     return 0
 
 

@@ -95,3 +95,44 @@ def test_more_than_three_groups_become_small_multiples_with_a_reference_line(tmp
     assert panels[1].lines[0].get_linestyle() == "--" and panels[0].get_shared_y_axes().joined(panels[0], panels[3])
     few = plot_metric_curves(dict(list(groups.items())[:OVERLAY_MAX]), tmp_path / "f.png", "x")
     assert len(few.axes) == 1 and len(few.axes[0].collections) == OVERLAY_MAX
+
+
+def make_eval_run(root: Path, name: str, heldout: dict[int, float], geneval: dict[int, float] | None = None) -> Path:
+    """4 rounds; ``eval/heldout/overall`` (and ``eval/geneval/overall``) at the rounds given."""
+    d = root / name
+    d.mkdir()
+    lines = []
+    for r in (1, 2, 3, 4):
+        line = {"round": r, "reward/mean": 0.5, "reward/std": 0.1}
+        line |= {"eval/heldout/overall": heldout[r], "eval/heldout/colors": 1.0} if r in heldout else {}
+        line |= {"eval/geneval/overall": geneval[r]} if geneval and r in geneval else {}
+        lines.append(line)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return d
+
+
+def test_evaluations_during_training_are_loaded_and_plotted_per_set(tmp_path, monkeypatch):
+    a = make_eval_run(tmp_path, "a", {2: 0.4, 4: 0.6}, geneval={4: 0.25})
+    b = make_eval_run(tmp_path, "b", {2: 0.2, 4: 0.5})
+    run = compare.load_run(a)
+    assert sorted(run["eval"]) == ["geneval", "heldout"]  # per-tag keys are not sets
+    assert run["eval"]["heldout"][0].tolist() == [2, 4] and run["eval"]["heldout"][1].tolist() == [0.4, 0.6]
+    plotted = {}
+    from eval import study_stats
+
+    draw = study_stats.plot_metric_curves
+
+    def record(curves, path, ylabel, smooth=1, base=None, title=None):
+        plotted[path.name] = (ylabel, {k: [(r.tolist(), v.tolist()) for r, v in c] for k, c in curves.items()})
+        return draw(curves, path, ylabel, smooth, base, title)
+
+    monkeypatch.setattr(study_stats, "plot_metric_curves", record)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "eval_curves_val.png").write_bytes(b"stale")
+    compare.compare([str(a), str(b)], ["m", "m"], True, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").glob("eval_curves_*.png")) == [
+        "eval_curves_geneval.png", "eval_curves_heldout.png"]  # fmt: skip
+    assert plotted["eval_curves_heldout.png"] == ("eval/heldout/overall", {"m": [([2, 4], [0.4, 0.6]),
+                                                                                ([2, 4], [0.2, 0.5])]})  # fmt: skip
+    assert plotted["eval_curves_geneval.png"] == ("eval/geneval/overall", {"m": [([4], [0.25])]})  # run b has none
+    assert Image.open(tmp_path / "out" / "eval_curves_heldout.png").size[0] > 0
