@@ -20,7 +20,10 @@ from maskgrpo.distributed import barrier, broadcast_object
 from maskgrpo.geneval_eval import GenEvalServerEval
 from maskgrpo.run_dir import writing
 from maskgrpo.toy import evaluate
-from maskgrpo.toy.evaluate import EVAL_SETS
+
+EVAL_SETS = {"": "heldout", "_train": "train", "_val": "val", "_geneval": "geneval"}
+"""File-name suffix of each evaluation set -> its metrics namespace (``eval/<name>/...``): ShapesEval's held-out,
+training and validation captions, and the GenEval subset of ``eval.geneval``."""
 
 
 class RunEval:

@@ -115,7 +115,7 @@ class Trainer:
         self.timer = PhaseTimer(self.device, self.counter)  # seconds and forwards per phase of a round
         self.preemption = Preemption(self.device)  # SIGTERM / SIGUSR1: stop at a round boundary with a checkpoint
         self.evals = RunEval(self.backbone, cfg.eval, self.run_dir, self.rank, self.timer, self.counter,
-                             cfg.reward.max_outage_s)
+                             cfg.reward.max_outage_s)  # fmt: skip
         self.engine, self.reference = build_engine(cfg, self.backbone.model, self.world, self.device)
         self.policy = self.engine.module
         seed = cfg.run.seed * 7919 + self.rank

@@ -27,10 +27,6 @@ def train_prompt_pick(prompts: list[dict], per_tag: int, seed: int) -> list[dict
     return out
 
 
-EVAL_SETS = {"": "heldout", "_train": "train", "_val": "val", "_geneval": "geneval"}
-"""File-name suffix of each caption set -> its metrics namespace (``eval/<name>/...``)."""
-
-
 def eval_prompt_sets(backbone, cfg: ShapesEvalConfig) -> dict[str, list[dict]]:
     """File-name suffix -> captions of one ShapesEval: ``""`` = the held-out captions, ``"_train"`` = the
     ``cfg.train_prompts_per_tag`` pick of training captions (present only when that is > 0), ``"_val"`` = the
