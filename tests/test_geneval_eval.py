@@ -96,7 +96,7 @@ class TagJudge:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("nproc", [1, 2])
+@pytest.mark.parametrize("nproc", [pytest.param(1, marks=pytest.mark.sweep), 2])  # 2 ranks cover 1 rank's path
 def test_geneval_subset_is_judged_by_the_server_during_training(nproc, toy_base_dir, tmp_path):
     world = json.loads((Path(toy_base_dir) / "world.json").read_text())
     by_tag = {t: [m for m in world["eval_prompts"] if m["tag"] == t] for t in TAGS}
