@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from maskgrpo.backbones.base import generate_codes
 from maskgrpo.config import ConfigError
@@ -94,8 +95,6 @@ class GenEvalServerEval:
         """Sample this rank's share, have the server judge it, gather every rank's verdicts: the summary of
         :func:`summarize_verdicts` on every rank. A server that fails (past its outage limit) stops every rank
         with the same one-line error."""
-        import torch.distributed as dist
-
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         metas = [m for m in self.prompts.prompts for _ in range(cfg.samples_per_prompt)]
         mine = shard(len(metas), rank, world)
