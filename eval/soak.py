@@ -2,14 +2,15 @@
 uninterrupted run ends.
 
     python -m eval.soak [--config configs/toy_htgrpo.yaml] [--nproc 1] [--interval 120 240] [--kill-share 0.5]
-                        [--seed 0] [--out runs/soak] [--parallel] [KEY=VALUE ...]
+                        [--rounds MIN MAX] [--seed 0] [--out runs/soak] [--parallel] [KEY=VALUE ...]
 
 1. The reference: the same config and overrides run once without interruption (``<out>/reference``; kept). With
    ``--parallel`` it runs beside the soak instead of before it (half the wall time where two sets of cores are free;
    the interruption times are wall-clock, so the soak's rounds between interruptions shrink with the load).
 2. The soak: the run is started as the toy launchers start it (torchrun, which leaves SIGTERM / SIGUSR1 to the
    workers), and at a random moment every ``--interval`` seconds (uniform between the two bounds, seeded) the whole
-   process tree (launcher and workers) is sent SIGKILL (share ``--kill-share``) or SIGTERM, as a cluster does. A
+   process tree (launcher and workers) is sent SIGKILL (share ``--kill-share``) or SIGTERM, as a cluster does
+   (``--rounds MIN MAX``: after MIN-MAX rounds past the checkpoint the attempt resumed from, whatever the load). A
    SIGTERM must end in a clean stop (exit 0, "preempted at round N"); after either the run is started again with
    ``--auto-resume``, until it finishes.
    A SIGTERM counts as clean when the run stopped with exit 0, "preempted at round N" and the checkpoint of its
@@ -32,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -107,6 +109,21 @@ def same_run(a: Path, b: Path) -> dict:
     return {"weights": weights, "metrics": ra == rb, "why": why}
 
 
+def until(p: subprocess.Popen, seconds: float | None, reached: Callable[[], bool] | None) -> int | None:
+    """Wait for ``p`` to exit (its status) or for the moment to interrupt it (None): ``seconds`` of wall time, or
+    the first poll at which ``reached()`` is true."""
+    if seconds is not None:
+        try:
+            return p.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return None
+    while p.poll() is None:
+        if reached():
+            return None
+        time.sleep(0.05)
+    return p.returncode
+
+
 def soak(out: Path, run: Path, ref: subprocess.Popen | None, train: list[str], args) -> int:
     """The interrupted run to its end, its events in ``<out>/soak.json``, then the reference's end (when it runs
     beside): 0, or 2 when either run fails."""
@@ -116,18 +133,19 @@ def soak(out: Path, run: Path, ref: subprocess.Popen | None, train: list[str], a
     while not (run / "final" / "model").is_dir():
         t0 = time.monotonic()
         offset = (out / "run.log").stat().st_size if (out / "run.log").is_file() else 0  # this attempt's log
+        start = checkpoint_round(run)  # where this attempt resumes
         p = launch([*train, f"run.output_dir={run}", "--auto-resume"], args.nproc, out / "run.log")
-        wait = rng.uniform(*args.interval)
+        wait = rng.uniform(*(args.rounds or args.interval))
         sig = signal.SIGKILL if rng.random() < args.kill_share else signal.SIGTERM
-        try:
-            code = p.wait(timeout=wait)  # the run may finish before its interruption
+        target = start + wait  # --rounds: the round after which to interrupt
+        reached = None if args.rounds is None else (lambda: rounds_logged(run) >= target)  # noqa: B023 (used at once)
+        code = until(p, wait if args.rounds is None else None, reached)
+        if code is not None:  # the run finished before its interruption
             state["soak_seconds"] += time.monotonic() - t0
             if code != 0:
                 print(f"[soak] the run exited {code} uninterrupted: see {out / 'run.log'}", file=sys.stderr)
                 return 2
             break
-        except subprocess.TimeoutExpired:
-            pass
         reached = rounds_logged(run)
         sent = time.monotonic()
         signal_tree(p.pid, sig)
@@ -164,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nproc", type=int, default=1, help="DeepSpeed ranks (torchrun workers)")
     ap.add_argument("--interval", type=float, nargs=2, default=(120.0, 240.0), metavar=("MIN_S", "MAX_S"),
                     help="seconds between interruptions: uniform in [MIN_S, MAX_S] (default 120 240)")  # fmt: skip
+    ap.add_argument("--rounds", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="interrupt after MIN-MAX rounds past the checkpoint each attempt resumes from, not after "
+                         "a time: interruptions independent of the load (what the test suite uses)")  # fmt: skip
     ap.add_argument("--kill-share", type=float, default=0.5, help="share of SIGKILLs among the interruptions")
     ap.add_argument("--stop-timeout", type=float, default=300.0, help="seconds a SIGTERM may take to stop the run")
     ap.add_argument("--seed", type=int, default=0, help="seed of the interruption times and signals")
