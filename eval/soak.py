@@ -138,8 +138,8 @@ def soak(out: Path, run: Path, ref: subprocess.Popen | None, train: list[str], a
         wait = rng.uniform(*(args.rounds or args.interval))
         sig = signal.SIGKILL if rng.random() < args.kill_share else signal.SIGTERM
         target = start + wait  # --rounds: the round after which to interrupt
-        reached = None if args.rounds is None else (lambda: rounds_logged(run) >= target)  # noqa: B023 (used at once)
-        code = until(p, wait if args.rounds is None else None, reached)
+        due = None if args.rounds is None else (lambda: rounds_logged(run) >= target)  # noqa: B023 (used at once)
+        code = until(p, wait if args.rounds is None else None, due)
         if code is not None:  # the run finished before its interruption
             state["soak_seconds"] += time.monotonic() - t0
             if code != 0:

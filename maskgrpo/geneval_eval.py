@@ -28,7 +28,7 @@ from maskgrpo.distributed import agree, gather_objects
 from maskgrpo.prompts import PromptSet, check_prompts, read_prompt_file
 from maskgrpo.rewards.base import RewardError
 from maskgrpo.rewards.client import REMOTE_REWARDS, remote_factory
-from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS, format_table, summarize_tags
+from maskgrpo.scoring.geneval_rules import summarize_verdicts
 
 VERDICT_KEY = "strict_rewards"
 """Key of the GenEval server's answer holding each image's pass (1.0) / fail (0.0) verdict."""
@@ -53,23 +53,6 @@ def shard(n: int, rank: int, world: int) -> list[int]:
     mine = list(range(rank, n, world))
     size = -(-n // world)
     return mine + [mine[-1] if mine else 0] * (size - len(mine))
-
-
-def summarize_verdicts(metas: list[dict], correct: list[bool]) -> dict[str, Any]:
-    """Per-tag accuracy, ``overall`` (unweighted mean of the tags), ``num_images``, ``tag_images``,
-    ``caption_correct`` (prompt -> [tag, images passed, images]) and the markdown ``table``."""
-    summary = summarize_tags((m["tag"], c) for m, c in zip(metas, correct))
-    captions: dict[str, list] = {}
-    for m, c in zip(metas, correct):
-        entry = captions.setdefault(m["prompt"], [m["tag"], 0, 0])
-        entry[1] += int(c)
-        entry[2] += 1
-    out: dict[str, Any] = {k: float(v) for k, v in summary.items()}
-    out["num_images"] = len(correct)
-    out["tag_images"] = {t: sum(m["tag"] == t for m in metas) for t in GENEVAL_TAGS if t in summary}
-    out["caption_correct"] = captions
-    out["table"] = format_table(summary)
-    return out
 
 
 class GenEvalServerEval:

@@ -17,9 +17,10 @@ from maskgrpo.config import ConfigError
 from maskgrpo.config.loader import load_config
 from maskgrpo.config.schema import GenEvalServerConfig, TrainRun
 from maskgrpo.errors import RunError
-from maskgrpo.geneval_eval import GenEvalServerEval, pick_per_tag, shard, summarize_verdicts
+from maskgrpo.geneval_eval import GenEvalServerEval, pick_per_tag, shard
 from maskgrpo.prompts import PromptSet
 from maskgrpo.rewards.serve import serve_in_thread
+from maskgrpo.scoring.geneval_rules import summarize_verdicts
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 PASSING = ("single_object", "colors")

@@ -22,6 +22,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -409,3 +410,22 @@ def format_table(summary: dict[str, float]) -> str:
     if "overall" in summary:
         lines.append(f"| **overall** | **{summary['overall']:.3f}** |")
     return "\n".join(lines)
+
+
+def summarize_verdicts(metas: list[dict], correct: list[bool]) -> dict[str, Any]:
+    """One verdict per image (``metas[i]``: its ``tag`` and ``prompt``) -> per-tag accuracy, ``overall`` (unweighted
+    mean of the tags), ``num_images``, ``tag_images``, ``caption_correct`` (prompt -> [tag, images passed, images]:
+    the eval-noise band per caption) and the markdown ``table``. ShapesEval and the GenEval-server evaluation both
+    report through it."""
+    summary = summarize_tags((m["tag"], c) for m, c in zip(metas, correct))
+    captions: dict[str, list] = {}
+    for m, c in zip(metas, correct):
+        entry = captions.setdefault(m["prompt"], [m["tag"], 0, 0])
+        entry[1] += int(c)
+        entry[2] += 1
+    out: dict[str, Any] = {k: float(v) for k, v in summary.items()}
+    out["num_images"] = len(correct)
+    out["tag_images"] = {t: sum(m["tag"] == t for m in metas) for t in GENEVAL_TAGS if t in summary}
+    out["caption_correct"] = captions
+    out["table"] = format_table(summary)
+    return out

@@ -12,7 +12,7 @@ from PIL import Image
 from maskgrpo.backbones.base import generate_codes
 from maskgrpo.config.schema import ShapesEvalConfig
 from maskgrpo.observe import labelled_grid
-from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS, format_table
+from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS, summarize_verdicts
 from maskgrpo.toy.shapes_eval import ShapesEvaluator
 
 
@@ -57,21 +57,11 @@ def evaluate_shapes(backbone, prompts: list[dict], cfg: ShapesEvalConfig, desc: 
     images = backbone.decode(codes)  # (P*S, H, W, 3) uint8
     evaluator = ShapesEvaluator(backbone.spec)
     results = evaluator.score(images, metas)
-    summary = evaluator.summarize(results)
-    out = {k: float(v) for k, v in summary.items()}
+    out = summarize_verdicts(metas, [r.correct for r in results])
     for key in ("partial", "graded"):  # mean and per-image SD (the SD gives the eval-noise band of the mean)
         values = [getattr(r, key) for r in results]
         out[f"{key}_mean"] = float(np.mean(values))
         out[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    out["num_images"] = len(results)
-    out["tag_images"] = {t: sum(r.tag == t for r in results) for t in summary if t != "overall"}
-    captions: dict[str, list] = {}  # prompt -> [tag, correct images, images]: the eval-noise band per caption
-    for r in results:
-        entry = captions.setdefault(r.prompt, [r.tag, 0, 0])
-        entry[1] += int(r.correct)
-        entry[2] += 1
-    out["caption_correct"] = captions
-    out["table"] = format_table(summary)
     out["_images"] = images
     out["_metas"] = metas
     out["_correct"] = [bool(r.correct) for r in results]
