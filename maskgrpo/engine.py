@@ -7,33 +7,11 @@ JIT-compile for about a minute on first use, measured on the 2-core CPU machine)
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
-from maskgrpo.config.schema import TrainRun, check_world_size
+from maskgrpo.config.deepspeed_json import deepspeed_config
+from maskgrpo.config.schema import TrainRun
 from maskgrpo.policy import build_policy, trainable_parameters
-
-
-def deepspeed_config(cfg: TrainRun, world: int) -> dict:
-    path = Path(cfg.deepspeed.config)
-    if not path.is_file():
-        raise FileNotFoundError(f"deepspeed.config: {path} not found")
-    ds = json.loads(path.read_text())
-    rl = cfg.rl
-    check_world_size(cfg, world)  # ConfigError: P / ranks must divide by rl.micro_batch_prompts
-    p_local = cfg.prompts.per_round // world
-    micro = rl.micro_batch_prompts * rl.group_size  # rollouts per micro-batch
-    accum = p_local // rl.micro_batch_prompts  # micro-batches per inner update
-    ds.update({
-        "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": accum,
-        "train_batch_size": micro * accum * world,
-        "gradient_clipping": cfg.optim.grad_clip,
-        "bf16": {"enabled": cfg.deepspeed.precision == "bf16"},
-    })  # fmt: skip
-    return ds
 
 
 def build_engine(cfg: TrainRun, model: torch.nn.Module, world: int, device: torch.device):

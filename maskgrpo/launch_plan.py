@@ -186,7 +186,7 @@ class BatchPlan:
 def batch_plan(cfg: TrainRun, gpus_per_node: int, nodes: int = 1) -> BatchPlan:
     """The trainer's own numbers on nodes x gpus_per_node ranks: P must divide by the total rank count;
     micro-batch and accumulation from ``engine`` (the same per rank on every node)."""
-    from maskgrpo.engine import deepspeed_config
+    from maskgrpo.config.deepspeed_json import deepspeed_config
 
     if gpus_per_node < 1 or nodes < 1:
         raise ConfigError(f"need at least one node and one GPU per node, got {nodes} x {gpus_per_node}")
@@ -294,7 +294,7 @@ def memory_estimate(cfg: TrainRun, plan: BatchPlan, size: ModelSize, text_window
     n_img = num_image_tokens if num_image_tokens is not None else grid * grid
     est = MemoryEstimate()
     if cfg.lora.enabled:
-        from maskgrpo.policy import LORA_TARGETS
+        from maskgrpo.models.lora_targets import LORA_TARGETS
 
         targets = LORA_TARGETS[cfg.lora.targets]
         psi_t = size.lora_params(cfg.lora.r, targets)

@@ -10,9 +10,7 @@ import torch
 
 from maskgrpo.config.schema import LoraSettings
 from maskgrpo.layout import T2IBatch
-from maskgrpo.models import ALL_BLOCK_LINEARS, MASKGRPO_EFFECTIVE_LINEARS, lora_target_regex
-
-LORA_TARGETS = {"all": ALL_BLOCK_LINEARS, "maskgrpo_effective": MASKGRPO_EFFECTIVE_LINEARS}
+from maskgrpo.models.lora_targets import LORA_TARGETS, lora_target_regex
 
 
 def build_policy(model: torch.nn.Module, lora: LoraSettings, need_reference: bool):

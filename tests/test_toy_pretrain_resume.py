@@ -32,6 +32,17 @@ def run_cli(out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
 
 
+def refused(capsys: pytest.CaptureFixture, out: Path, *extra: str) -> str:
+    """The CLI's ``main`` in this process (a refusal needs no fresh interpreter): it exits 2 with one line on stderr,
+    which is returned."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main([f"run.output_dir={out}", *TINY, *extra])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("full") / "base"
@@ -40,14 +51,13 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_stop_then_resume_gives_the_uninterrupted_weights(uninterrupted, tmp_path):
+def test_stop_then_resume_gives_the_uninterrupted_weights(uninterrupted, tmp_path, capsys):
     out = tmp_path / "base"
     main([f"run.output_dir={out}", *TINY, "--stop-after", "17"])  # between two periodic saves (10, 20)
     assert (out / STATE_DIR / STATE_FILE).is_file()
     assert not (out / "model").exists() and not (out / "manifest.json").exists()  # no base from half a run
-    r = run_cli(out)  # starting over by mistake would overwrite the interrupted run: refused, state untouched
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert f"{out / STATE_DIR / STATE_FILE}: an interrupted pretraining is here; add --resume" in r.stderr
+    err = refused(capsys, out)  # starting over by mistake would overwrite the interrupted run: refused, untouched
+    assert f"{out / STATE_DIR / STATE_FILE}: an interrupted pretraining is here; add --resume" in err
     main([f"run.output_dir={out}", *TINY, "--resume"])
     for f in (*bm.WEIGHT_FILES, "image_tokenizer/image_tokenizer.safetensors"):
         assert sha(out / f) == sha(uninterrupted / f), f
@@ -60,7 +70,7 @@ def test_stop_then_resume_gives_the_uninterrupted_weights(uninterrupted, tmp_pat
 def test_killed_run_resumes_to_the_same_bytes(tmp_path):
     steps = ["pretrain.steps=120", "checkpoint.every=5"]
     ref = tmp_path / "ref"
-    assert run_cli(ref, *steps).returncode == 0
+    main([f"run.output_dir={ref}", *TINY, *steps])
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "maskgrpo.toy.pretrain", f"run.output_dir={out}", *TINY, *steps]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -78,23 +88,20 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path):
 
 
 @pytest.mark.slow
-def test_damaged_or_foreign_state_stops_with_one_line(tmp_path):
+def test_damaged_or_foreign_state_stops_with_one_line(tmp_path, capsys):
     out = tmp_path / "base"
-    assert run_cli(out, "--stop-after", "10").returncode == 0
+    main([f"run.output_dir={out}", *TINY, "--stop-after", "10"])
     state = out / STATE_DIR / STATE_FILE
-    r = run_cli(out, "pretrain.lr=0.002", "--resume")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert f"{state}: saved by a run with other settings (pretrain differ)" in r.stderr
+    err = refused(capsys, out, "pretrain.lr=0.002", "--resume")
+    assert f"{state}: saved by a run with other settings (pretrain differ)" in err
     state.write_bytes(state.read_bytes()[:1000])  # a copy cut short
-    r = run_cli(out, "--resume")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and f"{state}: damaged pretraining state" in r.stderr
+    assert f"{state}: damaged pretraining state" in refused(capsys, out, "--resume")
     assert state.stat().st_size == 1000  # left for the user to look at
-    r = run_cli(tmp_path / "empty", "--resume")
-    assert r.returncode == 2 and "no saved pretraining state to resume" in r.stderr
+    assert "no saved pretraining state to resume" in refused(capsys, tmp_path / "empty", "--resume")
 
 
 @pytest.mark.slow
-def test_learning_curve_and_end_step(uninterrupted, tmp_path):
+def test_learning_curve_and_end_step(uninterrupted, tmp_path, capsys):
     out = tmp_path / "curve"
     main([f"run.output_dir={out}", *TINY, "checkpoint.eval_every=15", "checkpoint.eval_samples=1",
           "checkpoint.keep_all=true"])  # fmt: skip
@@ -110,8 +117,8 @@ def test_learning_curve_and_end_step(uninterrupted, tmp_path):
     main([f"run.output_dir={stopped}", *TINY, "checkpoint.end_step=17", "--resume"])
     assert sha(early / "model/model.safetensors") == sha(stopped / "model/model.safetensors")
     assert sha(early / "model/model.safetensors") != sha(uninterrupted / "model/model.safetensors")
-    r = run_cli(tmp_path / "bad", "checkpoint.end_step=31")
-    assert r.returncode == 2 and "checkpoint.end_step: 31 > pretrain.steps (30)" in r.stderr
+    err = refused(capsys, tmp_path / "bad", "checkpoint.end_step=31")
+    assert "checkpoint.end_step: 31 > pretrain.steps (30)" in err
 
 
 def test_todays_recipe_still_makes_the_shipped_world_and_tokenizers(tmp_path):

@@ -92,6 +92,7 @@ def test_two_ranks_zero3_trains_and_exports(toy_base_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # test_faults_run.py kills at fixed points of the checkpoint write and resumes bit-exact
 def test_resume_after_sigkill_is_bit_identical(toy_base_dir, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     finish(run_train(tiny_run(toy_base_dir, straight, rounds=4, **{"checkpoint.every": 2})))

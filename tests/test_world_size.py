@@ -61,7 +61,8 @@ def reshard_check(ckpt, nproc: int, overrides: list[str]) -> list[dict]:
     return sorted(rows, key=lambda x: x["rank"])
 
 
-@pytest.mark.parametrize("old, new", [(2, 1), (1, 2)], ids=["2to1", "1to2"])
+# 2 -> 1 is also loaded (and then trained) by the resume test below, so its exact-value check is a sweep variant
+@pytest.mark.parametrize("old, new", [pytest.param(2, 1, marks=sweep), (1, 2)], ids=["2to1", "1to2"])
 def test_reshard_loads_every_value_exactly(old, new, base, tmp_path, request):  # noqa: F811 (the fixture)
     ref = request.getfixturevalue("finished_2ranks" if old == 2 else "finished")
     rows = reshard_check(ref / "checkpoints" / "round-000002", new, tiny_run(base, tmp_path / "x", rounds=3))

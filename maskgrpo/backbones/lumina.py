@@ -35,7 +35,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -49,7 +49,6 @@ from maskgrpo.backbones.mmada import (
 )
 from maskgrpo.layout import T2IBatch
 from maskgrpo.layout_lumina import LuminaLayout, lumina_dimoo_8b
-from maskgrpo.models import LLaDAModelLM
 from maskgrpo.models.loading import (
     CONFIG_FILE,
     WEIGHT_PATTERNS,
@@ -57,6 +56,9 @@ from maskgrpo.models.loading import (
     read_llada_config,
     resolve_checkpoint_dir,
 )
+
+if TYPE_CHECKING:
+    from maskgrpo.models import LLaDAModelLM
 
 logger = logging.getLogger(__name__)
 

@@ -23,16 +23,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from maskgrpo.backbones.base import check_loader_options, tokenizer_unknown_words
 from maskgrpo.layout import MMaDALayout, T2IBatch, mmada_8b
-from maskgrpo.models import LLaDAModelLM
 from maskgrpo.models.loading import WEIGHT_PATTERNS, load_llada, resolve_checkpoint_dir
 from maskgrpo.models.magvit2 import MagvitV2, MagvitV2Config, load_magvit2
+
+if TYPE_CHECKING:
+    from maskgrpo.models import LLaDAModelLM
 
 logger = logging.getLogger(__name__)
 

@@ -1,31 +1,34 @@
 """Backbone models. ``LLaDAModelLM`` is the LLaDA / MMaDA / Lumina-DiMOO mask predictor (docs/models.md 1).
 
-Importing this package registers ``model_type = "llada"`` with ``AutoConfig`` / ``AutoModel`` so that
-``AutoModel.from_pretrained(<saved tiny model dir>)`` works offline; registration is skipped if already done.
+The package itself is light: ``LLaDAConfig`` / ``LLaDAModelLM`` / ``LLaDAOutput`` load (with transformers) on first
+use, so what needs only the pure submodules (``lora_targets``, ``fetch``) starts in a fraction of the time, e.g.
+the launchers' dry run. Loading ``modeling_llada`` registers ``model_type = "llada"`` with ``AutoConfig`` /
+``AutoModel``, so ``AutoModel.from_pretrained(<saved tiny model dir>)`` works offline after any of them is used.
 """
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel
+import importlib
+from typing import TYPE_CHECKING
 
-from .configuration_llada import LLaDAConfig
 from .lora_targets import ALL_BLOCK_LINEARS, MASKGRPO_EFFECTIVE_LINEARS, lora_target_regex
-from .modeling_llada import LLaDAModelLM, LLaDAOutput
+
+if TYPE_CHECKING:
+    from .configuration_llada import LLaDAConfig
+    from .modeling_llada import LLaDAModelLM, LLaDAOutput
+
+_LAZY = {"LLaDAConfig": ".configuration_llada", "LLaDAModelLM": ".modeling_llada", "LLaDAOutput": ".modeling_llada"}
+"""Name -> the submodule that defines it, imported when the name is first asked for."""
 
 
-def _register_auto_classes() -> None:
-    """Register once; a second import (or another package that registered "llada") must not raise."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    importlib.import_module(".modeling_llada", __name__)  # registers the auto classes whichever name comes first
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
 
-    if LLaDAConfig.model_type not in CONFIG_MAPPING:
-        AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig)
-    try:
-        AutoModel.register(LLaDAConfig, LLaDAModelLM)
-    except ValueError:  # already registered for this config class
-        pass
-
-
-_register_auto_classes()
 
 __all__ = [
     "ALL_BLOCK_LINEARS",

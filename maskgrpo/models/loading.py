@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -46,8 +46,9 @@ from maskgrpo.hub import (  # noqa: F401  (re-exported: the loaders' entry point
 )
 from maskgrpo.layout import mmada_8b
 
-from .configuration_llada import LLaDAConfig
-from .modeling_llada import LLaDAModelLM
+if TYPE_CHECKING:  # loaded where used: the backbones' option signatures (the dry run) need no transformers
+    from .configuration_llada import LLaDAConfig
+    from .modeling_llada import LLaDAModelLM
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ def read_llada_config(directory: str | os.PathLike, expected_mask_id: int | None
         raise ValueError(f"{file}: expected a JSON object, got {type(raw).__name__}")
     if raw.get("model_type") not in MODEL_TYPES:
         raise ValueError(f"{file}: model_type {raw.get('model_type')!r} is not one of {list(MODEL_TYPES)}")
+    from .configuration_llada import LLaDAConfig
+
     kwargs = {k: v for k, v in raw.items() if k not in _METADATA_KEYS}
     try:
         config = LLaDAConfig(**kwargs)
@@ -215,6 +218,8 @@ _FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 
 def _expected_shapes(config: LLaDAConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape implied by the config (docs/models.md 1.4), read off a meta-device model so names never drift."""
+    from .modeling_llada import LLaDAModelLM
+
     with torch.device("meta"):
         model = LLaDAModelLM(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -297,6 +302,8 @@ def load_llada(
     entries, source = scan_checkpoint(d)
     config = check_checkpoint(entries, source, config, d / CONFIG_FILE, expected_vocab)
     config.dtype = dtype
+
+    from .modeling_llada import LLaDAModelLM
 
     with torch.device("meta"):  # no memory, no random init: every parameter is assigned from the file below
         model = LLaDAModelLM(config)

@@ -17,6 +17,9 @@ ALL_BLOCK_LINEARS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "attn_out", 
 MASKGRPO_EFFECTIVE_LINEARS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "up_proj")
 """The four linears MaskGRPO's Llama-named target list actually hits (option ``lora_targets: maskgrpo_effective``)."""
 
+LORA_TARGETS: dict[str, tuple[str, ...]] = {"all": ALL_BLOCK_LINEARS, "maskgrpo_effective": MASKGRPO_EFFECTIVE_LINEARS}
+"""``lora.targets`` -> the block linears it adapts."""
+
 
 def lora_target_regex(names: tuple[str, ...]) -> str:
     """A peft ``target_modules`` regex matching ``<...>.blocks.<n>.<name>`` for the given block-linear names.

@@ -326,6 +326,22 @@ class LLaDAModelLM(PreTrainedModel):
         return LLaDAOutput(logits=logits, hidden_states=h if return_hidden else None)
 
 
+def _register_auto_classes() -> None:
+    """Register ``model_type = "llada"`` with AutoConfig / AutoModel once; a second registration (another package
+    that registered "llada", or a reload) must not raise."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if LLaDAConfig.model_type not in CONFIG_MAPPING:
+        AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig)
+    try:
+        AutoModel.register(LLaDAConfig, LLaDAModelLM)
+    except ValueError:  # already registered for this config class
+        pass
+
+
+_register_auto_classes()
+
 __all__ = [
     "LLaDABlock",
     "LLaDAHead",

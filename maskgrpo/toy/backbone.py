@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,12 +23,14 @@ import torch
 from maskgrpo.config import config_from_dict, to_dict
 from maskgrpo.config.schema import ShapesWorldConfig
 from maskgrpo.layout import MMaDALayout, T2IBatch
-from maskgrpo.models import LLaDAModelLM
 from maskgrpo.models.loading import load_llada, read_json
 from maskgrpo.toy.base_manifest import verify_base
 from maskgrpo.toy.image_tokenizer import PatchTokenizer
 from maskgrpo.toy.text_tokenizer import WordTokenizer, shapes_layout
 from maskgrpo.toy.world import WorldSpec, spec_for
+
+if TYPE_CHECKING:
+    from maskgrpo.models import LLaDAModelLM
 
 REQUIRED_FILES = ("model/config.json", "text_tokenizer.json", "image_tokenizer", "world.json")
 WORLD_KEYS = ("world", "text_window", "train_prompts", "eval_prompts")
