@@ -326,7 +326,9 @@ def collect(out: Path, methods: list[Method], seeds: list[int], references: dict
             row["delta_train"] = mean_std([t["overall"] - base_train[s]["overall"] for t, s in zip(train, seeds)])
         runs = [load_run(d) for d in dirs]
         row["reward_last"] = mean_std([float(r["reward"][-5:].mean()) for r in runs])
-        row["wall"] = mean_std([float((d.parent / f"{d.name}.wall").read_text()) for d in dirs])
+        walls = [d.parent / f"{d.name}.wall" for d in dirs]  # missing: the run was finished outside this tool
+        if all(w.is_file() for w in walls):  # (e.g. a trainer that outlived a killed study): no wall column
+            row["wall"] = mean_std([float(w.read_text()) for w in walls])
         row["forwards"] = mean_std([float(total_forwards(d / "metrics.jsonl")) for d in dirs])
         rows[m.label], curves[m.label] = row, runs
     labels = {m.label for m in methods}
@@ -443,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, curves = collect(out, methods, seeds, plan.references)
     table = study_table(rows)
     command = "python -m eval.toy_compare " + " ".join(argv if argv is not None else sys.argv[1:])
-    commits = sorted({(out / slug(m.label) / f"seed{s}.commit").read_text().strip() for m in methods for s in seeds})
+    stamps = [out / slug(m.label) / f"seed{s}.commit" for m in methods for s in seeds]
+    commits = sorted({f.read_text().strip() if f.is_file() else "not recorded" for f in stamps})
     header = (f"ShapesWorld study: {len(seeds)} seed(s) {seeds}, held-out ShapesEval (mean ± std over seeds; Δ is "
               f"paired per eval seed). Runs made on commit {', '.join(commits)}; command `{command.strip()}`; "
               f"overrides {overrides or 'none'}.\n\n")  # fmt: skip
