@@ -59,11 +59,48 @@ def init_distributed(timeout_s: float | None = None) -> tuple[int, int, torch.de
     return rank, world, device
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed() -> bool:
     """Destroy the process group, if one is up: the last step of every exit path of a run, errors included (a
-    process that exits with a live gloo / NCCL group can abort in the group's destructor)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    process that exits with a live gloo / NCCL group can abort in the group's destructor). Returns whether there
+    was one. Objects that hold the groups (the DeepSpeed engine, frames kept by a caught exception) are collected
+    first, while the interpreter is whole."""
+    import gc
+
+    if not dist.is_initialized():
+        return False
+    gc.collect()
+    dist.destroy_process_group()
+    gc.collect()
+    return True
+
+
+def exit_process(status: object, group_was_up: bool) -> None:
+    """End the process with ``status`` (a ``SystemExit`` code: None -> 0, an int, or a message -> printed, 1).
+
+    With a process group that was up, the interpreter's finalization is skipped (``os._exit`` after flushing
+    stdout, stderr and logging): ``destroy_process_group`` drops the group from torch's registry, but DeepSpeed's
+    own group tables keep the C++ objects alive, and a gloo group destroyed during finalization can abort the
+    process (SIGABRT, "terminate called without an active exception"), seen on rank 1 of a preempted 2-rank run
+    after its checkpoint was complete. Everything the run writes is closed by then; skipping finalization loses
+    nothing but that abort."""
+    import logging
+
+    if status is None:
+        code = 0
+    elif isinstance(status, int):
+        code = status
+    else:
+        print(status, file=sys.stderr)
+        code = 1
+    if not group_was_up:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing left to flush to
+            pass
+    os._exit(code)
 
 
 def _free_port() -> int:

@@ -28,6 +28,7 @@ if __name__ == "__main__":  # the command line: keep a preemption notice that co
 import argparse
 import functools
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -60,6 +61,7 @@ from maskgrpo.distributed import (
     agree,
     all_gather_rows,
     broadcast_object,
+    exit_process,
     gather_objects,
     init_distributed,
     shutdown_distributed,
@@ -503,13 +505,19 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """The command line: :func:`main`, then the process group destroyed on every exit path, errors included (an
-    in-process caller of ``main`` keeps its group for the next run)."""
+    """The command line: :func:`main`, then the process group destroyed on every exit path, errors included, and
+    the process ended by :func:`maskgrpo.distributed.exit_process` (an in-process caller of ``main`` keeps its group
+    for the next run)."""
     install_handlers()  # a preemption notice during start-up is kept for the first safe point
+    status: object = 0
     try:
         main(argv)
-    finally:
-        shutdown_distributed()
+    except SystemExit as e:  # the one-line errors (exit 2) and argparse's
+        status = e.code
+    except BaseException:  # anything else: the traceback, as the interpreter would print it
+        sys.excepthook(*sys.exc_info())
+        status = 130 if isinstance(sys.exc_info()[1], KeyboardInterrupt) else 1
+    exit_process(status, shutdown_distributed())
 
 
 if __name__ == "__main__":
