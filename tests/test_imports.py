@@ -8,10 +8,12 @@ import still makes the two modules depend on each other); ``from package import 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 PACKAGES = ("maskgrpo", "htgrpo_patch", "eval")
@@ -130,3 +132,16 @@ def test_pretraining_the_toy_imports_no_mmada_or_lumina_module(tmp_path):
     )
     assert "maskgrpo.toy.backbone" in loaded and (tmp_path / "base" / "manifest.json").is_file()
     assert not loaded & set(EIGHT_B), sorted(loaded & set(EIGHT_B))
+
+
+@pytest.mark.parametrize("config", ["configs/mmada_htgrpo.yaml", "configs/dimoo_maskgrpo.yaml"])
+def test_the_dry_run_plans_without_transformers(config):
+    """The launchers' DRY_RUN=1 reads the config, the loaders' option lists, the DeepSpeed JSON and the LoRA
+    targets; none of them needs transformers' model stack (2.3 s instead of 4.7 s per dry run)."""
+    loaded = "'transformers' in sys.modules, 'maskgrpo.models.modeling_llada' in sys.modules"
+    probe = ("import sys\nfrom maskgrpo.launch_plan import main\n"
+             f"code = main(['--num-gpus', '8', '--config', {config!r}])\nprint('DRY', code, {loaded})")  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "dry run OK" in r.stdout, (r.stdout + r.stderr)[-3000:]
+    assert r.stdout.splitlines()[-1].endswith("False False"), r.stdout.splitlines()[-1]
