@@ -33,15 +33,16 @@ def doc_files(root: Path) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
 
 
-def prose_lines(text: str) -> list[tuple[int, str]]:
-    """(1-based line number, line) for every line outside fenced code blocks, with inline code spans blanked."""
+def prose_lines(text: str, blank_code: bool = True) -> list[tuple[int, str]]:
+    """(1-based line number, line) for every line outside fenced code blocks, with inline code spans blanked
+    (``blank_code``; a heading keeps them: GitHub's anchor includes their text)."""
     out, fenced = [], False
     for no, line in enumerate(text.splitlines(), 1):
         if _FENCE.match(line):
             fenced = not fenced
             continue
         if not fenced:
-            out.append((no, _INLINE_CODE.sub("", line)))
+            out.append((no, _INLINE_CODE.sub("", line) if blank_code else line))
     return out
 
 
@@ -58,7 +59,7 @@ def anchors(md: Path) -> set[str]:
     """Every anchor a Markdown file defines: heading slugs (repeats get -1, -2, ... as on GitHub) and HTML ids."""
     seen: dict[str, int] = {}
     out: set[str] = set()
-    for _, line in prose_lines(md.read_text(encoding="utf-8")):
+    for _, line in prose_lines(md.read_text(encoding="utf-8"), blank_code=False):
         m = _HEADING.match(line)
         if m:
             base = github_slug(m.group(2))

@@ -105,6 +105,7 @@ def test_two_ranks_a_signal_on_one_rank_stops_both_at_the_same_point(toy_base_di
     assert strip(read_jsonl(run / "metrics.jsonl")) == strip(read_jsonl(ref2 / "metrics.jsonl"))
 
 
+@pytest.mark.sweep  # the toy-launcher case below also puts a SIGTERM in both workers (run_ranks passes it on)
 def test_two_ranks_sigterm_to_every_process_as_a_cluster_sends_it(toy_base_dir, tmp_path):
     """SLURM signals every process of the job step: the launcher and both workers. Started as launch/_common.sh's
     run_ranks starts it (torchrun leaves SIGTERM to the workers), each worker sees one notice and the launcher
