@@ -62,15 +62,10 @@ def init_distributed(timeout_s: float | None = None) -> tuple[int, int, torch.de
 def shutdown_distributed() -> bool:
     """Destroy the process group, if one is up: the last step of every exit path of a run, errors included (a
     process that exits with a live gloo / NCCL group can abort in the group's destructor). Returns whether there
-    was one. Objects that hold the groups (the DeepSpeed engine, frames kept by a caught exception) are collected
-    first, while the interpreter is whole."""
-    import gc
-
+    was one, for :func:`exit_process`."""
     if not dist.is_initialized():
         return False
-    gc.collect()
     dist.destroy_process_group()
-    gc.collect()
     return True
 
 
@@ -81,7 +76,7 @@ def exit_process(status: object, group_was_up: bool) -> None:
     stdout, stderr and logging): ``destroy_process_group`` drops the group from torch's registry, but DeepSpeed
     keeps the world group in ``deepspeed.utils.groups._WORLD_GROUP`` (seen after a 2-rank toy run, deepspeed
     0.19.8), so the gloo group is only torn down during finalization, where it can abort the process (SIGABRT,
-    "terminate called without an active exception"), seen on rank 1 of a preempted 2-rank run after its
+    "terminate called without an active exception"), seen on one rank of a preempted 2-rank run after its
     checkpoint was complete. Everything the run writes is closed by then; skipping finalization loses
     nothing but that abort."""
     import logging
