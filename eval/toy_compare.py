@@ -5,7 +5,7 @@ optimizer steps for every method; only the method's own config section differs. 
 base) is evaluated with eval seed 1234 + s, so a method's "delta vs base" is paired: the same held-out prompts and
 sampler noise before and after.
 
-    python -m eval.toy_compare [--plan study|focused] [--quick] [--seeds 0 1 2] [--jobs 2] [--threads N]
+    python -m eval.toy_compare [--plan study|focused|budget|compose] [--quick] [--seeds 0 1 2] [--jobs 2] [--threads N]
                                [--methods NAME ...] [--out DIR] [KEY=VALUE ...]
 
 Plans (``PLANS``): ``study`` (default) is the 10-method study below; ``focused`` is the higher-powered study:
@@ -13,7 +13,8 @@ MaskGRPO, HT-GRPO (emerge ranks), HT-GRPO with confidence-ordered ranks and its 
 sampler, HT no credit and the A5 context, 5 seeds, more eval images per caption, a paired difference vs each
 method's reference with a 95% t-interval over seeds, and reward and rollout-accuracy curves; its sizing and the
 pilot it came from are recorded in ``FOCUSED``'s docstring. ``budget`` gives every method MaskGRPO's compute on the
-compose base and compares accuracy against compute (eval/budget_study.py).
+configs' base (the shipped assets/toy_base) and compares accuracy against compute (eval/budget_study.py);
+``compose`` is the same plan on the composition base, assets/toy_base_compose (docs/toy_base.md).
 
 Writes under ``--out`` (default runs/toy_compare, or runs/toy_compare_quick):
 
@@ -140,6 +141,8 @@ BUDGET = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=24", "
 """The budget plan's size: MaskGRPO runs 30 rounds of 4 prompts x 8 rollouts (mu = 8) on the configs' base (the
 shipped assets/toy_base); every other method runs as many rounds as that compute buys it; ShapesEval with 24 images
 per held-out caption at every budget point (eval.budget_study)."""
+COMPOSE_BASE = "assets/toy_base_compose"
+"""The composition base (docs/toy_base.md, "A second base for composition")."""
 BUDGET_PAIRS = {"HT-GRPO": "MaskGRPO", "HT no credit": "MaskGRPO", "HT revealed structure": "MaskGRPO",
                 "HT confidence ranks": "MaskGRPO maskgit"}  # fmt: skip
 """Budget plan: each method -> the reference whose budget it gets and against which it is compared."""
@@ -153,8 +156,12 @@ PLANS: dict[str, Plan] = {
     "budget": Plan(("MaskGRPO", "HT-GRPO", "HT no credit", "HT revealed structure", "MaskGRPO maskgit",
                     "HT confidence ranks"), tuple(BUDGET), (0, 1, 2, 3, 4), "runs/toy_compare_budget",
                    dict(BUDGET_PAIRS), dict(BUDGET_PAIRS)),
+    "compose": Plan(("MaskGRPO", "HT-GRPO", "HT no credit", "HT revealed structure", "MaskGRPO maskgit",
+                     "HT confidence ranks"), (*BUDGET, f"backbone.path={COMPOSE_BASE}"), (0, 1, 2, 3, 4),
+                    "runs/toy_compare_compose", dict(BUDGET_PAIRS), dict(BUDGET_PAIRS)),
 }  # fmt: skip
-"""``--plan`` name -> what it runs: ``study`` (10 methods), ``focused`` (the powered comparison), ``budget``."""
+"""``--plan`` name -> what it runs: ``study`` (10 methods), ``focused`` (the powered comparison), ``budget`` (equal
+compute, shipped base) and ``compose`` (equal compute, composition base)."""
 
 EVAL_KEYS = (*GENEVAL_TAGS, "overall")
 ROW_KEYS = (*EVAL_KEYS, "partial_mean")  # partial_mean: the clipped partial credit, i.e. the RL reward, held out

@@ -56,3 +56,20 @@ def test_train_prompt_pick_takes_per_tag_captions_seeded():
     assert [m["tag"] for m in picked] == ["a", "a", "b", "b", "c"]  # a tag with fewer gives all it has
     assert names(picked) == names(train_prompt_pick(PROMPTS, per_tag=2, seed=1))
     assert {tuple(names(train_prompt_pick(PROMPTS, 2, s))[:2]) for s in range(6)} != {tuple(names(picked)[:2])}
+
+
+def test_eval_prompt_sets_held_out_train_pick_and_validation():
+    from types import SimpleNamespace
+
+    from maskgrpo.config.schema import ShapesEvalConfig, TrainEvalConfig
+    from maskgrpo.toy.evaluate import eval_prompt_sets
+
+    held, val = [{"prompt": "h", "tag": "a"}], [{"prompt": "v", "tag": "b"}]
+    backbone = SimpleNamespace(eval_prompts=held, train_prompts=PROMPTS, val_prompts=val)
+    assert eval_prompt_sets(backbone, ShapesEvalConfig()) == {"": held}  # pretraining's config: held-out only
+    sets = eval_prompt_sets(backbone, TrainEvalConfig(train_prompts_per_tag=1, val=True))
+    assert list(sets) == ["", "_train", "_val"] and sets["_val"] == val and len(sets["_train"]) == 3
+    # heldout: false (eval/select_on_val.py) never samples a held-out caption
+    assert list(eval_prompt_sets(backbone, TrainEvalConfig(heldout=False, val=True))) == ["_val"]
+    assert eval_prompt_sets(SimpleNamespace(**{**vars(backbone), "val_prompts": []}),
+                            TrainEvalConfig(heldout=False, val=True)) == {}  # fmt: skip

@@ -137,3 +137,13 @@ def test_study_plan_pairs_each_ablation_with_ht_grpo(tmp_path):
     rows, _ = collect(tmp_path, methods, [0, 1])  # without the plan: every method's own reference
     assert rows["HT single-stage"]["reference"] == "MaskGRPO"
     assert rows["HT single-stage"]["paired"]["mean"] == pytest.approx(-0.01)  # -0.01, -0.01
+
+
+def test_compose_plan_is_the_budget_plan_on_the_composition_base():
+    budget, compose = PLANS["budget"], PLANS["compose"]
+    assert compose.methods == budget.methods and compose.seeds == budget.seeds
+    assert compose.matched == budget.matched == compose.references
+    assert set(compose.overrides) - set(budget.overrides) == {"backbone.path=assets/toy_base_compose"}
+    assert compose.out != budget.out  # the two studies never share run folders
+    cfg = resolved_config(METHODS["HT-GRPO"], list(compose.overrides))
+    assert str(cfg.backbone.path) == "assets/toy_base_compose" and cfg.rl.rounds == 30

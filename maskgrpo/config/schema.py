@@ -155,6 +155,9 @@ class TrainEvalConfig(ShapesEvalConfig):
     rounds: tuple[int, ...] = ()
     """Further rounds to evaluate at (besides every ``every``-th), e.g. the rounds where a cheaper method has spent
     half and all of another method's compute (eval.toy_compare's budget plan)."""
+    heldout: bool = True
+    """Evaluate the held-out captions (false: only the ``train_prompts_per_tag`` and ``val`` picks, for runs that
+    choose settings on the validation captions and must never sample a held-out one: eval/select_on_val.py)."""
     val: bool = False
     """Also evaluate the base's validation captions (world.json ``val_prompts``, when it has them): the split on
     which RL settings are chosen, disjoint from the held-out captions (``_val`` files, ``eval/val/`` keys)."""

@@ -30,8 +30,9 @@ def train_prompt_pick(prompts: list[dict], per_tag: int, seed: int) -> list[dict
 def eval_prompt_sets(backbone, cfg: ShapesEvalConfig) -> dict[str, list[dict]]:
     """File-name suffix -> captions of one ShapesEval: ``""`` = the held-out captions, ``"_train"`` = the
     ``cfg.train_prompts_per_tag`` pick of training captions (present only when that is > 0), ``"_val"`` = the
-    base's validation captions (only with ``cfg.val``, an RL run's option, and a base that has them)."""
-    sets = {"": backbone.eval_prompts}
+    base's validation captions (only with ``cfg.val``, an RL run's option, and a base that has them). An RL run's
+    ``heldout: false`` leaves the held-out captions out."""
+    sets = {"": backbone.eval_prompts} if getattr(cfg, "heldout", True) else {}
     if cfg.train_prompts_per_tag:
         sets["_train"] = train_prompt_pick(backbone.train_prompts, cfg.train_prompts_per_tag, cfg.seed)
     if getattr(cfg, "val", False) and getattr(backbone, "val_prompts", None):
