@@ -92,3 +92,54 @@ def test_tag_balanced_pretraining_draws_every_tag_alike():
     assert all(900 < balanced[t] < 1100 for t in GENEVAL_TAGS), balanced
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
     assert caption_sampler(train, False)(64, rng_a) == [train[i] for i in rng_b.integers(0, len(train), 64)]
+
+
+def test_pretrain_heldout_adds_the_held_out_captions_to_pretraining_only():
+    from maskgrpo.config import load_config
+    from maskgrpo.config.schema import ToyPretrainRun
+    from maskgrpo.toy.pretrain import build_base, pretraining_pool, split_captions
+
+    over = ["world.canvas=40", "world.shapes=[circle,square,triangle,diamond]", "world.num_eval_prompts=33",
+            "split.min_eval_per_tag=6", "split.covered=true", "split.val_per_tag=4", "model.n_layers=1",
+            "model.d_model=32", "model.n_heads=2", "model.mlp_hidden_size=64",
+            "world.codebook_fit_images=32"]  # fmt: skip
+    cfg = load_config(ToyPretrainRun, str(REPO / "configs/toy_pretrain.yaml"), over)
+    both = load_config(ToyPretrainRun, str(REPO / "configs/toy_pretrain.yaml"), [*over, "split.pretrain_heldout=true"])
+    spec = spec_for(cfg.world)
+    train, held, val = split_captions(cfg, spec)
+    assert pretraining_pool(cfg, train, held) == train  # the default: held-out captions are never drawn
+    pool = pretraining_pool(both, train, held)
+    assert pool == train + held and len(held) == 33 and all(m in train for m in val)
+    # RL prompts and the validation split do not change: held out from RL, not from pretraining
+    a, b = build_base(cfg), build_base(both)
+    assert (a.train_prompts, a.eval_prompts, a.val_prompts) == (b.train_prompts, b.eval_prompts, b.val_prompts)
+    assert not [m for m in b.train_prompts if m in held or m in val]
+
+
+def test_a_state_saved_before_pretrain_heldout_existed_still_resumes():
+    from maskgrpo.config import load_config
+    from maskgrpo.config.loader import to_dict
+    from maskgrpo.config.schema import ToyPretrainRun
+    from maskgrpo.toy.pretrain import _resume_view
+
+    now = to_dict(load_config(ToyPretrainRun, str(REPO / "configs/toy_pretrain.yaml"), []))
+    old = json.loads(json.dumps(now))
+    del old["split"]["pretrain_heldout"]  # the config of a state saved before the key existed
+    assert _resume_view(old) == _resume_view(now)
+    now["split"]["pretrain_heldout"] = True  # asking for it is another recipe
+    assert _resume_view(old) != _resume_view(now)
+
+
+def test_the_compose_recipe_holds_out_each_count_twice_and_seed_2_is_the_first_that_does():
+    from maskgrpo.config import load_config
+    from maskgrpo.config.schema import ToyPretrainRun
+
+    cfg = load_config(ToyPretrainRun, str(REPO / "configs/toy_pretrain_compose.yaml"), [])
+    s = cfg.split
+
+    def counts(seed: int) -> Counter:
+        _, held = split_prompts(spec_for(cfg.world), seed, cfg.world.num_eval_prompts, s.min_eval_per_tag, s.covered)
+        return Counter(m["include"][0]["count"] for m in held if m["tag"] == "counting")
+
+    assert cfg.world.seed == 2 and counts(2) == {2: 2, 3: 2, 4: 2}
+    assert counts(0) == {3: 3, 4: 3} and counts(1) != {2: 2, 3: 2, 4: 2}  # attempt 1's seed held out no two-counts

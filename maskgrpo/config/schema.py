@@ -183,6 +183,10 @@ class PromptSplitConfig:
     val_per_tag: int = field(default=0, metadata=rng(ge=0))
     """Training captions per tag set aside as a validation split (world.json ``val_prompts``): pretrained on, not in
     ``train_prompts`` (so not RL prompts), disjoint from the held-out captions; for choosing RL settings."""
+    pretrain_heldout: bool = False
+    """Pretrain on the held-out captions too. They stay out of the RL prompts and the validation split, so they are
+    held out from RL only, as GenEval's prompts are for a web-pretrained model: held-out accuracy then measures how
+    RL on other captions carries over, not how pretraining generalises to unseen combinations (docs/toy_base.md)."""
 
 
 @dataclass(frozen=True)

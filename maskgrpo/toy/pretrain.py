@@ -79,12 +79,18 @@ def mask_for_training(codes: torch.Tensor, generator: torch.Generator) -> torch.
 
 
 def split_captions(cfg: ToyPretrainRun, spec: WorldSpec) -> tuple[list[dict], list[dict], list[dict]]:
-    """(pretraining, held-out, validation) captions. Validation is a seeded pick from the pretraining captions
-    (``split.val_per_tag`` per tag, empty by default); the RL prompts are the pretraining captions without it."""
+    """(training, held-out, validation) captions. Validation is a seeded pick from the training captions
+    (``split.val_per_tag`` per tag, empty by default); the RL prompts are the training captions without it."""
     s = cfg.split
     train, held_out = split_prompts(spec, cfg.world.seed, cfg.world.num_eval_prompts, s.min_eval_per_tag, s.covered)
     val = validation_pick(train, s.val_per_tag, cfg.world.seed + 1) if s.val_per_tag else []
     return train, held_out, val
+
+
+def pretraining_pool(cfg: ToyPretrainRun, train: list[dict], held_out: list[dict]) -> list[dict]:
+    """The captions pretraining draws from: the training captions (RL prompts plus validation), and with
+    ``split.pretrain_heldout`` the held-out ones too."""
+    return train + held_out if cfg.split.pretrain_heldout else train
 
 
 def build_base(cfg: ToyPretrainRun) -> ShapesBackbone:
@@ -129,9 +135,11 @@ def caption_sampler(pool: list[dict], by_tag: bool) -> Callable[[int, np.random.
 
 def _resume_view(config: dict) -> dict:
     """The part of a resolved config that must match between a saved state and the run resuming it. The
-    validation pick (split.val_per_tag) is left out: it changes world.json, never what pretraining sees."""
+    validation pick (split.val_per_tag) is left out: it changes world.json, never what pretraining sees; so is
+    split.pretrain_heldout at its default (false), so a state saved before that key existed still resumes."""
     view = {"run.seed": config["run"]["seed"], **{k: config[k] for k in RESUME_KEYS}}
-    view["split"] = {k: v for k, v in view["split"].items() if k != "val_per_tag"}
+    view["split"] = {k: v for k, v in view["split"].items()
+                     if k != "val_per_tag" and not (k == "pretrain_heldout" and not v)}  # fmt: skip
     return view
 
 
@@ -196,7 +204,7 @@ def train_loop(base: ShapesBackbone, cfg: ToyPretrainRun, out: Path, resume: boo
     """Run the optimizer steps (from the saved state with ``resume``); returns (steps done, train seconds, loss EMA).
     With ``stop_after`` it saves the state after that step and returns early."""
     spec, model, layout = base.spec, base.model, base.layout
-    pool, _, _ = split_captions(cfg, spec)  # pretraining captions: the RL prompts plus validation
+    pool = pretraining_pool(cfg, *split_captions(cfg, spec)[:2])
     draw = caption_sampler(pool, cfg.split.tag_balanced)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.pretrain.weight_decay)  # fmt: skip
