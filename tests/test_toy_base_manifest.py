@@ -162,3 +162,27 @@ def test_toy_pretrain_launcher_reproduces_and_compares(tmp_path):
     r = subprocess.run(["bash", "launch/toy_pretrain.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)  # fmt: skip
     assert r.returncode == 0 and "already made" in r.stdout and "DIFFERENT" in r.stdout
+
+
+def test_toy_pretrain_launcher_refuses_an_unknown_base(tmp_path):
+    env = {**ENV, "BASE": "composition", "BASE_DIR": str(tmp_path / "base")}
+    r = subprocess.run(["bash", "launch/toy_pretrain.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.strip() == "error: BASE must be toy or compose, got 'composition'"
+    assert not (tmp_path / "base").exists()
+
+
+@pytest.mark.slow
+def test_toy_pretrain_launcher_makes_the_composition_recipe(tmp_path):
+    """BASE=compose pretrains configs/toy_pretrain_compose.yaml (here at tiny sizes); with no shipped composition
+    base it says so and succeeds instead of comparing."""
+    assert not (REPO / "assets/toy_base_compose").exists()  # when one ships, this test compares with it instead
+    env = {**ENV, "BASE": "compose", "BASE_DIR": str(tmp_path / "base")}
+    tiny = [*TINY_PRETRAIN, "world.num_eval_prompts=33", "split.val_per_tag=1", "checkpoint.eval_every=0"]
+    r = subprocess.run(["bash", "launch/toy_pretrain.sh", *tiny], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no assets/toy_base_compose ships to compare it with" in r.stdout
+    world = json.loads((tmp_path / "base" / "world.json").read_text())
+    assert world["world"]["canvas"] == 40 and world["world"]["shapes"][-1] == "diamond" and world["val_prompts"]
+    assert bm.verify_base(tmp_path / "base")["files"]  # a manifest over every file, as for the shipped base
