@@ -21,12 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from eval.study_stats import ci_record, fmt_interval, paired_t_interval
 from eval.toy_compare import BASE_SEED, PLANS, run_job
+
+BEFORE = "eval_before_val.json"
+"""The base's validation ShapesEval of a run (before training); the trainer skips an evaluation whose file exists."""
 
 
 def choose(means: dict[str, float], default: str, margin: float) -> str:
@@ -98,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     def one(job: tuple[str, int]) -> None:
         v, s = job
         d = run_dir(out, v, s)
-        d.parent.mkdir(parents=True, exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
+        # the base's validation ShapesEval is the same for every value of one seed: reuse a finished one
+        done = [f for f in out.glob(f"value_*/seed{s}/{BEFORE}") if f.parent != d]
+        if done and not (d / BEFORE).is_file():
+            shutil.copyfile(done[0], d / BEFORE)
         run_job(command(sys.executable, args.config, overrides, args.key, v, s, d), d.parent / f"seed{s}.log", threads)
 
     with ThreadPoolExecutor(args.jobs) as pool:

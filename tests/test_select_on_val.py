@@ -50,6 +50,9 @@ def test_selection_runs_read_validation_only_and_resume(base_with_val, tmp_path,
             assert val["num_images"] == len(world["val_prompts"]) and val["overall"] == rec["accuracy"][v][s]
             cfg = (d / "config.yaml").read_text()
             assert f"structure_ratio: {v}" in cfg and f"seed: {s}" in cfg
+    # jobs run values in order, 2 at a time: value 0.3 reused value 0.1's base evaluation of the same seed
+    assert "[eval] eval_before_val" in (out / "value_0.1" / "seed0.log").read_text()
+    assert "[eval] eval_before_val" not in (out / "value_0.3" / "seed0.log").read_text()
     assert "| 0.1 |" in (out / "selection.md").read_text() and "**Picked" in (out / "selection.md").read_text()
     capsys.readouterr()
     assert main(args) == 0  # everything finished: nothing runs again
