@@ -41,6 +41,15 @@ def choose(means: dict[str, float], default: str, margin: float) -> str:
     return best if best != default and means[best] - means[default] >= margin else default
 
 
+def complete_json(path: Path) -> bool:
+    """Whether ``path`` holds a whole JSON document (evaluation files are written in place, not atomically)."""
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def run_dir(out: Path, value: str, seed: int) -> Path:
     return out / f"value_{value}" / f"seed{seed}"
 
@@ -103,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         v, s = job
         d = run_dir(out, v, s)
         d.mkdir(parents=True, exist_ok=True)
-        # the base's validation ShapesEval is the same for every value of one seed: reuse a finished one
-        done = [f for f in out.glob(f"value_*/seed{s}/{BEFORE}") if f.parent != d]
+        # the base's validation ShapesEval is the same for every value of one seed: reuse a finished one (a file
+        # another run is still writing does not parse, and is left alone)
+        done = [f for f in out.glob(f"value_*/seed{s}/{BEFORE}") if f.parent != d and complete_json(f)]
         if done and not (d / BEFORE).is_file():
             shutil.copyfile(done[0], d / BEFORE)
         run_job(command(sys.executable, args.config, overrides, args.key, v, s, d), d.parent / f"seed{s}.log", threads)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fixtures_toy import TINY_PRETRAIN
 
-from eval.select_on_val import choose, main
+from eval.select_on_val import choose, complete_json, main
 from eval.toy_compare import QUICK
 
 
@@ -18,6 +18,14 @@ def test_choose_hand_computed():
     assert choose(means, "0.3", 0.05) == "0.3"  # not beaten by 0.05: the default stays
     assert choose({"a": 0.5, "b": 0.5, "c": 0.1}, "c", 0.0) == "a"  # a tie goes to the first value
     assert choose({"a": 0.2, "b": 0.3}, "b", 0.02) == "b"  # the default itself is best
+
+
+def test_complete_json_refuses_a_file_cut_short(tmp_path):
+    f = tmp_path / "eval_before_val.json"
+    f.write_text('{"overall": 0.25}')
+    assert complete_json(f)
+    f.write_text('{"overall": 0.2')  # another run is still writing it
+    assert not complete_json(f) and not complete_json(tmp_path / "missing.json")
 
 
 @pytest.fixture(scope="module")
