@@ -84,4 +84,12 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from maskgrpo.distributed import exit_process, shutdown_distributed
+
+    status = None
+    try:
+        main()
+    except SystemExit as e:
+        status = e.code
+    # the gloo group goes down here, not in finalization, where it can abort a rank (SIGABRT) after its line
+    exit_process(status, shutdown_distributed())
