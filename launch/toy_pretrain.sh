@@ -5,7 +5,7 @@
 # `bash launch/toy_pretrain.sh pretrain.steps=500` (a changed recipe then differs from the shipped base, and a base
 # made that way is used by passing backbone.path=cache/toy_base to the RL launchers).
 #   BASE=compose      the composition base instead: configs/toy_pretrain_compose.yaml into cache/toy_base_compose,
-#                     compared with assets/toy_base_compose once one ships (docs/toy_base.md; about 1 h 40 min)
+#                     compared with assets/toy_base_compose (docs/toy_base.md; about 1 h 40 min)
 #   FORCE=1           retrain even when the folder is complete (has its manifest.json)
 #   BASE_DIR=DIR      write elsewhere (default cache/toy_base or cache/toy_base_compose)
 #   OMP_NUM_THREADS   default 2, the shipped recipe's threads: bit-identical weights need the same thread count,
@@ -26,8 +26,7 @@ else
   "$PY" -m maskgrpo.toy.pretrain --config "$CONFIG" run.output_dir="$BASE_DIR" "$@"
 fi
 if [ ! -d "$SHIPPED" ]; then
-  echo "[toy] $BASE_DIR is ready; no $SHIPPED ships to compare it with (no composition base has met its bar yet:" \
-       "docs/toy_base.md)"
+  echo "[toy] $BASE_DIR is ready; no $SHIPPED to compare it with (docs/toy_base.md)"
   exit 0
 fi
 "$PY" -m maskgrpo.toy.base_manifest compare "$BASE_DIR" "$SHIPPED"

@@ -135,6 +135,29 @@ def test_shipped_base_is_small_verified_and_at_the_bar():
     assert m["recipe"]["config"]["pretrain"] == load_config_yaml(REPO / "configs" / "toy_pretrain.yaml")["pretrain"]
 
 
+COMPOSE = REPO / "assets" / "toy_base_compose"
+
+
+def test_shipped_compose_base_is_verified_and_every_held_out_tag_is_in_the_bar():
+    """assets/toy_base_compose (issue 23 item 3): <= 20 MB, its digests match, its recipe is the config's (bar the
+    output folder and how many states were kept), and its 24-image held-out ShapesEval is in [0.15, 0.85] on
+    every tag; it loads as a 6-layer model over the 4-class 40 px world."""
+    size = sum(p.stat().st_size for p in COMPOSE.rglob("*") if p.is_file())
+    assert size <= 20 * 2**20, size
+    m = bm.verify_base(COMPOSE)
+    assert m is not None and set(m["files"]) >= set(bm.WEIGHT_FILES)
+    from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
+
+    ev = json.loads((COMPOSE / "base_eval.json").read_text())
+    assert ev["overall"] == m["shapes_eval"]["overall"] and m["shapes_eval"]["num_images"] == 33 * 24
+    assert all(0.15 <= ev[t] <= 0.85 for t in GENEVAL_TAGS), ev
+    want = load_config_yaml(REPO / "configs" / "toy_pretrain_compose.yaml")
+    got = m["recipe"]["config"]
+    for section in ("world", "model", "pretrain", "eval", "split"):
+        assert got[section] == want[section], section
+    assert load_shapes(COMPOSE).model.config.n_layers == 6
+
+
 def load_config_yaml(path: Path) -> dict:
     from maskgrpo.config import to_dict
     from maskgrpo.config.schema import ToyPretrainRun
@@ -174,15 +197,14 @@ def test_toy_pretrain_launcher_refuses_an_unknown_base(tmp_path):
 
 @pytest.mark.slow
 def test_toy_pretrain_launcher_makes_the_composition_recipe(tmp_path):
-    """BASE=compose pretrains configs/toy_pretrain_compose.yaml (here at tiny sizes); with no shipped composition
-    base it says so and succeeds instead of comparing."""
-    assert not (REPO / "assets/toy_base_compose").exists()  # when one ships, this test compares with it instead
+    """BASE=compose pretrains configs/toy_pretrain_compose.yaml (here at tiny sizes) and compares the result with
+    assets/toy_base_compose: a tiny recipe makes other weights, and the launcher says so."""
     env = {**ENV, "BASE": "compose", "BASE_DIR": str(tmp_path / "base")}
     tiny = [*TINY_PRETRAIN, "world.num_eval_prompts=33", "split.val_per_tag=1", "checkpoint.eval_every=0"]
     r = subprocess.run(["bash", "launch/toy_pretrain.sh", *tiny], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "no assets/toy_base_compose ships to compare it with" in r.stdout
+    assert "differs  model/model.safetensors" in r.stdout and "DIFFERENT from the shipped base" in r.stdout
     world = json.loads((tmp_path / "base" / "world.json").read_text())
     assert world["world"]["canvas"] == 40 and world["world"]["shapes"][-1] == "diamond" and world["val_prompts"]
     assert bm.verify_base(tmp_path / "base")["files"]  # a manifest over every file, as for the shipped base
