@@ -27,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from eval.study_stats import ci_record, fmt_interval, paired_t_interval
-from eval.toy_compare import BASE_SEED, PLANS, run_job
+from eval.toy_compare import BASE_SEED, PLANS, require_base, run_job
+from maskgrpo.config.loader import load_config
+from maskgrpo.config.schema import TrainRun
 
 BEFORE = "eval_before_val.json"
 """The base's validation ShapesEval of a run (before training); the trainer skips an evaluation whose file exists."""
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--default {args.default} is not one of --values {args.values}")
     out = Path(args.out or f"runs/select_on_val/{args.key.replace('.', '_')}")
     overrides = [*PLANS[args.plan].overrides, *args.overrides]
+    require_base(load_config(TrainRun, args.config, overrides).backbone.path, PLANS[args.plan].base_make)
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     jobs = [(v, s) for v in args.values for s in args.seeds
             if not (run_dir(out, v, s) / "eval_after_val.json").is_file()]  # fmt: skip

@@ -14,7 +14,8 @@ sampler, HT no credit and the A5 context, 5 seeds, more eval images per caption,
 method's reference with a 95% t-interval over seeds, and reward and rollout-accuracy curves; its sizing and the
 pilot it came from are recorded in ``FOCUSED``'s docstring. ``budget`` gives every method MaskGRPO's compute on the
 configs' base (the shipped assets/toy_base) and compares accuracy against compute (eval/budget_study.py);
-``compose`` is the same plan on the composition base, assets/toy_base_compose (docs/toy_base.md).
+``compose`` is the same plan on the composition base: git holds its record (assets/toy_base_compose), and
+``BASE=compose bash launch/toy_pretrain.sh`` makes it into cache/toy_base_compose first (docs/toy_base.md).
 
 Writes under ``--out`` (default runs/toy_compare, or runs/toy_compare_quick):
 
@@ -130,6 +131,8 @@ class Plan:
     matched: dict[str, str] = field(default_factory=dict)
     """Budget plans: method label -> the reference whose compute it is given (eval.budget_study.schedule: as many
     rounds as the reference's forward-equivalents buy, from a 2-round pilot of each method). Empty: equal rounds."""
+    base_make: str = ""
+    """The command that makes the plan's base when the repository holds only its record (else the base ships)."""
 
 
 ABLATIONS = ("HT no credit", "HT single-stage", "HT two-stage", "HT revealed structure", "HT constant p=1",
@@ -141,8 +144,11 @@ BUDGET = ["rl.rounds=30", "prompts.per_round=4", "eval.samples_per_prompt=24", "
 """The budget plan's size: MaskGRPO runs 30 rounds of 4 prompts x 8 rollouts (mu = 8) on the configs' base (the
 shipped assets/toy_base); every other method runs as many rounds as that compute buys it; ShapesEval with 24 images
 per held-out caption at every budget point (eval.budget_study)."""
-COMPOSE_BASE = "assets/toy_base_compose"
-"""The composition base (docs/toy_base.md, "A second base for composition")."""
+COMPOSE_BASE = "cache/toy_base_compose"
+"""The composition base (docs/toy_base.md, "A second base for composition"). Its weights are over the repository's
+5 MB limit for a file, so git holds its record (assets/toy_base_compose: digests, recipe, evaluations) and
+:data:`COMPOSE_MAKE` makes it here, checked against that record (about 1 h 40 min on 2 cores)."""
+COMPOSE_MAKE = "BASE=compose bash launch/toy_pretrain.sh"
 BUDGET_PAIRS = {"HT-GRPO": "MaskGRPO", "HT no credit": "MaskGRPO", "HT revealed structure": "MaskGRPO",
                 "HT confidence ranks": "MaskGRPO maskgit"}  # fmt: skip
 """Budget plan: each method -> the reference whose budget it gets and against which it is compared."""
@@ -158,7 +164,7 @@ PLANS: dict[str, Plan] = {
                    dict(BUDGET_PAIRS), dict(BUDGET_PAIRS)),
     "compose": Plan(("MaskGRPO", "HT-GRPO", "HT no credit", "HT revealed structure", "MaskGRPO maskgit",
                      "HT confidence ranks"), (*BUDGET, f"backbone.path={COMPOSE_BASE}"), (0, 1, 2, 3, 4),
-                    "runs/toy_compare_compose", dict(BUDGET_PAIRS), dict(BUDGET_PAIRS)),
+                    "runs/toy_compare_compose", dict(BUDGET_PAIRS), dict(BUDGET_PAIRS), COMPOSE_MAKE),
 }  # fmt: skip
 """``--plan`` name -> what it runs: ``study`` (10 methods), ``focused`` (the powered comparison), ``budget`` (equal
 compute, shipped base) and ``compose`` (equal compute, composition base)."""
@@ -181,6 +187,14 @@ def resolved_config(method: Method, overrides: list[str]):
     from maskgrpo.config.schema import TrainRun
 
     return load_config(TrainRun, method.config, overrides)
+
+
+def require_base(path: str | Path, make: str) -> None:
+    """Stop before any run, in one line naming the command that makes it, when a plan's base has not been made."""
+    d = Path(path)
+    if make and not (d / "model" / "model.safetensors").is_file():
+        raise SystemExit(f"error: {d}: the plan's base has not been made here; make it with `{make}` "
+                         "(docs/toy_base.md), then rerun this command")  # fmt: skip
 
 
 def base_eval_command(py: str, cfg, seed: int, out: Path) -> list[str]:
@@ -404,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. the base model's evaluation, once per eval seed
     cfg0 = resolved_config(methods[0], overrides)
+    require_base(cfg0.backbone.path, plan.base_make)
     sched: dict[str, tuple] = {}
     if plan.matched:  # 0. budget plans: a pilot of every method sizes its rounds and evaluation points
         rates = pilot_rates(out, methods, overrides, py, threads, args.jobs)

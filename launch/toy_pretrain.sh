@@ -5,7 +5,8 @@
 # `bash launch/toy_pretrain.sh pretrain.steps=500` (a changed recipe then differs from the shipped base, and a base
 # made that way is used by passing backbone.path=cache/toy_base to the RL launchers).
 #   BASE=compose      the composition base instead: configs/toy_pretrain_compose.yaml into cache/toy_base_compose,
-#                     compared with assets/toy_base_compose (docs/toy_base.md; about 1 h 40 min)
+#                     compared with its record assets/toy_base_compose (digests, recipe, evaluations; the weights
+#                     are over git's 5 MB limit, so this is how a clone gets them: docs/toy_base.md; about 1 h 40 min)
 #   FORCE=1           retrain even when the folder is complete (has its manifest.json)
 #   BASE_DIR=DIR      write elsewhere (default cache/toy_base or cache/toy_base_compose)
 #   OMP_NUM_THREADS   default 2, the shipped recipe's threads: bit-identical weights need the same thread count,

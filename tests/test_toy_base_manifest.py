@@ -138,14 +138,17 @@ def test_shipped_base_is_small_verified_and_at_the_bar():
 COMPOSE = REPO / "assets" / "toy_base_compose"
 
 
-def test_shipped_compose_base_is_verified_and_every_held_out_tag_is_in_the_bar():
-    """assets/toy_base_compose (issue 23 item 3): <= 20 MB, its digests match, its recipe is the config's (bar the
-    output folder and how many states were kept), and its 24-image held-out ShapesEval is in [0.15, 0.85] on
-    every tag; it loads as a 6-layer model over the 4-class 40 px world."""
-    size = sum(p.stat().st_size for p in COMPOSE.rglob("*") if p.is_file())
-    assert size <= 20 * 2**20, size
-    m = bm.verify_base(COMPOSE)
+def test_compose_record_is_verified_and_every_held_out_tag_is_in_the_bar():
+    """assets/toy_base_compose (issue 23 item 3) is the record of a base whose weights are over git's limit: every
+    other file verifies against the manifest, which keeps the weights' digest and names the command that makes them;
+    its recipe is the config's (bar the output folder and how many states were kept); its 24-image held-out
+    ShapesEval is in [0.15, 0.85] on every tag; its config is the 6-layer model."""
+    assert not (COMPOSE / "model" / "model.safetensors").exists()
+    m = bm.verify_base(COMPOSE, record_ok=True)
     assert m is not None and set(m["files"]) >= set(bm.WEIGHT_FILES)
+    assert m["kept_out"] == {"files": ["model/model.safetensors"], "make": "BASE=compose bash launch/toy_pretrain.sh",
+                             "into": "cache/toy_base_compose"}  # fmt: skip
+    assert len(m["files"]["model/model.safetensors"]) == 64
     from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 
     ev = json.loads((COMPOSE / "base_eval.json").read_text())
@@ -155,7 +158,48 @@ def test_shipped_compose_base_is_verified_and_every_held_out_tag_is_in_the_bar()
     got = m["recipe"]["config"]
     for section in ("world", "model", "pretrain", "eval", "split"):
         assert got[section] == want[section], section
-    assert load_shapes(COMPOSE).model.config.n_layers == 6
+    assert json.loads((COMPOSE / "model" / "config.json").read_text())["n_layers"] == 6
+    with pytest.raises(RunError, match=r"model\.safetensors: kept out of git .* `BASE=compose bash launch/toy_pretrain"
+                                       r"\.sh` and load cache/toy_base_compose$"):  # fmt: skip
+        load_shapes(COMPOSE)
+
+
+def test_no_tracked_file_is_over_the_repository_limit():
+    """Weights over MAX_GIT_MB ship as a record (keep-out), never as a tracked file."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    paths = [REPO / f for f in files.stdout.split("\0") if f and (REPO / f).is_file()]
+    assert len(paths) > 100
+    big = {str(p.relative_to(REPO)): p.stat().st_size for p in paths if p.stat().st_size > bm.MAX_GIT_MB * 2**20}
+    assert not big, big
+
+
+def test_keep_out_makes_a_record_that_compares_but_does_not_load(toy_base_dir, tmp_path, capsys):
+    """A record keeps the weights' digest: a full base compares IDENTICAL with it, a flipped bit DIFFERENT; loading
+    the record names the command that makes the base; keep-out refuses a file the manifest does not list."""
+    full, record = tmp_path / "full", tmp_path / "record"
+    shutil.copytree(toy_base_dir, full)
+    shutil.copytree(toy_base_dir, record)
+    args = ["keep-out", str(record), "model/model.safetensors", "--make", "bash make.sh", "--into", str(full)]
+    assert bm.main(args) == 0
+    assert not (record / "model" / "model.safetensors").exists() and (record / "model" / "config.json").is_file()
+    capsys.readouterr()
+    assert bm.main(["verify", str(record)]) == 0
+    n = len(json.loads((record / "manifest.json").read_text())["files"])
+    assert f"all {n - 1} files match (1 kept out of git: model/model.safetensors)" in capsys.readouterr().out
+    with pytest.raises(RunError, match=rf"kept out of git .* make it with `bash make\.sh` and load {full}$"):
+        load_shapes(record)
+    assert bm.main(["compare", str(full), str(record)]) == 0
+    out = capsys.readouterr().out
+    assert "same  model/model.safetensors" in out and "IDENTICAL to the shipped base" in out
+    weights = full / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    assert bm.main(["compare", str(full), str(record)]) == 0
+    assert "differs  model/model.safetensors" in capsys.readouterr().out
+    assert bm.main(["keep-out", str(record), "model/nothing.bin", "--make", "x", "--into", "y"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lists no ['model/nothing.bin']" in err
 
 
 def load_config_yaml(path: Path) -> dict:

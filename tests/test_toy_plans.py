@@ -143,7 +143,24 @@ def test_compose_plan_is_the_budget_plan_on_the_composition_base():
     budget, compose = PLANS["budget"], PLANS["compose"]
     assert compose.methods == budget.methods and compose.seeds == budget.seeds
     assert compose.matched == budget.matched == compose.references
-    assert set(compose.overrides) - set(budget.overrides) == {"backbone.path=assets/toy_base_compose"}
+    assert set(compose.overrides) - set(budget.overrides) == {"backbone.path=cache/toy_base_compose"}
     assert compose.out != budget.out  # the two studies never share run folders
     cfg = resolved_config(METHODS["HT-GRPO"], list(compose.overrides))
-    assert str(cfg.backbone.path) == "assets/toy_base_compose" and cfg.rl.rounds == 30
+    assert str(cfg.backbone.path) == "cache/toy_base_compose" and cfg.rl.rounds == 30
+    assert compose.base_make == "BASE=compose bash launch/toy_pretrain.sh" and not budget.base_make
+
+
+def test_a_plan_whose_base_is_not_made_stops_before_any_run(tmp_path, capsys):
+    """The compose base is made, not shipped: both study commands stop in one line naming the command."""
+    from eval.select_on_val import main as select_main
+
+    missing = tmp_path / "not_made"
+    for entry in (main, select_main):
+        with pytest.raises(SystemExit) as e:
+            entry(["--plan", "compose", "--out", str(tmp_path / "out"), f"backbone.path={missing}"])
+        msg = str(e.value)
+        assert msg == (
+            f"error: {missing}: the plan's base has not been made here; make it with "
+            "`BASE=compose bash launch/toy_pretrain.sh` (docs/toy_base.md), then rerun this command"
+        )
+    assert not (tmp_path / "out").exists()

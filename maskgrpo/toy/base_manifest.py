@@ -6,7 +6,12 @@ folder made earlier)::
     {"format": "shapes-base-manifest/1",
      "recipe": {"command", "config", "commit", "threads", "torch", "python", "pretrain_seconds", "params"},
      "shapes_eval": {"overall", "partial_mean", <six tags>, "num_images", "samples_per_prompt", "seed", "sampler"},
-     "files": {"<relative path>": "<sha256 hex>", ...}}      every file of the folder except manifest.json
+     "files": {"<relative path>": "<sha256 hex>", ...},     every file of the folder except manifest.json
+     "kept_out": {"files": [...], "make": "<command>", "into": "<folder>"}}   optional, see below
+
+A folder whose manifest has ``kept_out`` is a *record*: the listed files (weights too large for git) were removed
+after digesting, and ``make`` rebuilds the whole base into ``into``. A record verifies (``verify`` / ``compare``) but
+does not load: :func:`verify_base` names the command that makes the missing weights.
 
 ``maskgrpo.toy.backbone.load_shapes`` calls :func:`verify_base`: a listed file that is missing or whose digest
 differs stops the load with a one-line :class:`RunError` naming the file. A folder without a manifest (a base you
@@ -16,6 +21,7 @@ CLI (``python -m maskgrpo.toy.base_manifest``):
     write DIR --commit C --threads N [--command "..."]   add a manifest to an existing base folder
     verify DIR                                           check every digest (exit 2 on a mismatch)
     compare NEW SHIPPED                                  per-file same / differs, then the ShapesEval numbers
+    keep-out DIR FILE... --make "..." --into DIR2        turn a base into a record (remove FILEs, keep digests)
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
 
 MANIFEST = "manifest.json"
 FORMAT = "shapes-base-manifest/1"
+KEPT_OUT = "kept_out"
+MAX_GIT_MB = 5
+"""The largest file the repository tracks (MB); a base's weights over it ship as a record (``keep_out``)."""
 EVAL_FILE = "base_eval.json"
 """ShapesEval of the base, written by the pretraining; it also holds the wall time, so it differs between runs."""
 WEIGHT_FILES = ("model/model.safetensors", "model/config.json", "text_tokenizer.json", "world.json")
@@ -80,14 +89,23 @@ def read_manifest(directory: str | Path) -> dict | None:
     return manifest
 
 
-def verify_base(directory: str | Path) -> dict | None:
-    """Check every file listed in the manifest against its SHA-256; RunError names the first bad file."""
+def verify_base(directory: str | Path, record_ok: bool = False) -> dict | None:
+    """Check every file listed in the manifest against its SHA-256; RunError names the first bad file.
+
+    A file the manifest's ``kept_out`` lists may be absent only with ``record_ok`` (comparing with a record);
+    otherwise (loading) the error names the command that makes the base."""
     d = Path(directory)
     manifest = read_manifest(d)
     if manifest is None:
         return None
+    kept = manifest.get(KEPT_OUT) or {}
     for rel, digest in manifest["files"].items():
         path = d / rel
+        if not path.is_file() and rel in kept.get("files", ()):
+            if record_ok:
+                continue
+            raise RunError(f"{path}: kept out of git (a file over {MAX_GIT_MB} MB), so {d} is a record of the base, "
+                           f"not a loadable base; make it with `{kept['make']}` and load {kept['into']}")  # fmt: skip
         if not path.is_file():
             raise RunError(f"{path}: missing, but listed in {d / MANIFEST}; restore it, e.g. `git checkout -- {d}`")
         if sha256_file(path) != digest:
@@ -104,7 +122,7 @@ def compare_bases(new: str | Path, shipped: str | Path) -> tuple[bool, list[str]
     Every file is compared by SHA-256 (``missing``: only in the shipped base, ``extra``: only in the new one). The
     verdict uses :data:`WEIGHT_FILES` and image_tokenizer/; base_eval.json holds the wall time, so it differs even
     when the weights are identical: its ShapesEval numbers are printed side by side instead."""
-    new_files, old = file_digests(new), verify_base(shipped)
+    new_files, old = file_digests(new), verify_base(shipped, record_ok=True)
     if old is None:
         raise RunError(f"{Path(shipped) / MANIFEST}: not found; the shipped base has no manifest to compare with")
     lines, differs = [], []
@@ -123,6 +141,24 @@ def compare_bases(new: str | Path, shipped: str | Path) -> tuple[bool, list[str]
     recipe = old["recipe"]
     lines.append(f"  shipped recipe: commit {recipe['commit']}, {recipe['threads']} threads, torch {recipe['torch']}")
     return not differs, lines
+
+
+def keep_out(directory: str | Path, files: list[str], make: str, into: str) -> dict:
+    """Turn a verified base folder into a record: remove ``files`` (their digests stay in the manifest) and note the
+    command that makes the whole base again, and where."""
+    d = Path(directory)
+    manifest = verify_base(d, record_ok=True)
+    if manifest is None:
+        raise RunError(f"{d / MANIFEST}: not found; only a base with a manifest can become a record")
+    unknown = [f for f in files if f not in manifest["files"]]
+    if unknown:
+        raise RunError(f"{d / MANIFEST}: lists no {unknown}; keep-out takes files of the base")
+    for f in files:
+        (d / f).unlink(missing_ok=True)
+    kept = set((manifest.get(KEPT_OUT) or {}).get("files", [])) | set(files)
+    manifest[KEPT_OUT] = {"files": sorted(kept), "make": make, "into": into}
+    (d / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
 
 
 def git_commit() -> str:
@@ -158,13 +194,25 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="compare a reproduced base with the shipped one")
     c.add_argument("new")
     c.add_argument("shipped")
+    k = sub.add_parser("keep-out", help="remove files too large for git from a base; their digests stay")
+    k.add_argument("dir")
+    k.add_argument("files", nargs="+", help="paths relative to DIR, e.g. model/model.safetensors")
+    k.add_argument("--make", required=True, help="the command that makes the whole base again")
+    k.add_argument("--into", required=True, help="the folder that command writes")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "write":
             return _write_existing(Path(args.dir), args.commit, args.threads, args.command)
         if args.cmd == "verify":
-            m = verify_base(args.dir)
-            print(f"{args.dir}: " + ("no manifest" if m is None else f"all {len(m['files'])} files match"))
+            m = verify_base(args.dir, record_ok=True)
+            kept = (m or {}).get(KEPT_OUT, {}).get("files", [])
+            tail = f" ({len(kept)} kept out of git: {', '.join(kept)})" if kept else ""
+            print(f"{args.dir}: " + ("no manifest" if m is None else f"all {len(m['files']) - len(kept)} files match"
+                                     + tail))  # fmt: skip
+            return 0
+        if args.cmd == "keep-out":
+            m = keep_out(args.dir, args.files, args.make, args.into)
+            print(f"[toy] {args.dir} is now a record: {', '.join(m[KEPT_OUT]['files'])} removed, digests kept")
             return 0
         same, lines = compare_bases(args.new, args.shipped)
         print("\n".join(lines))
