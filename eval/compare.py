@@ -148,7 +148,10 @@ def configured_base(run_dir: str | Path) -> str | None:
 
 def bases_label(groups: dict[str, list[dict]]) -> str | None:
     """The configured base(s) of every run of ``groups`` for a plot title; None when no run has a config.yaml."""
-    bases = sorted({b for runs in groups.values() for r in runs if (b := configured_base(r["dir"])) is not None})
+    from maskgrpo.toy.base_manifest import base_title
+
+    bases = sorted({base_title(b) for runs in groups.values() for r in runs
+                    if (b := configured_base(r["dir"])) is not None})  # fmt: skip
     return ", ".join(bases) if bases else None
 
 

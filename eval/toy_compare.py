@@ -49,7 +49,7 @@ from eval.compare import fmt_stats, jsonable_stats, load_run, mean_std, plot_cur
 from eval.study_stats import ci_record, fmt_interval, metric_curve, paired_t_interval, plot_metric_curves
 from maskgrpo.jsonl import read_metrics
 from maskgrpo.scoring.geneval_rules import GENEVAL_TAGS
-from maskgrpo.toy.base_manifest import git_commit
+from maskgrpo.toy.base_manifest import base_title, git_commit
 
 
 @dataclass(frozen=True)
@@ -489,11 +489,14 @@ def main(argv: list[str] | None = None) -> int:
             out / "accuracy_curves.png",
             "GenEval accuracy of the rollouts",
             smooth=3,
-            base=str(cfg0.backbone.path),
+            base=base_title(cfg0.backbone.path),
         )
     print(header + table + paired)
     if plan.matched:
-        print("\n" + budget_report(out, plan, methods, seeds, cfg0.rl.rounds, str(cfg0.backbone.path), sched, rates))
+        print(
+            "\n"
+            + budget_report(out, plan, methods, seeds, cfg0.rl.rounds, base_title(cfg0.backbone.path), sched, rates)
+        )
         print(f"wrote {out / 'budget.md'}, {out / 'accuracy_vs_budget.png'}, {out / 'per_tag_equal_budget.png'}")
     print(f"\nwrote {out / 'study.md'}, {out / 'study.json'}, {out / 'reward_curves.png'}")
     return 0

@@ -191,12 +191,16 @@ def test_keep_out_makes_a_record_that_compares_but_does_not_load(toy_base_dir, t
     assert bm.main(["compare", str(full), str(record)]) == 0
     out = capsys.readouterr().out
     assert "same  model/model.safetensors" in out and "IDENTICAL to the shipped base" in out
+    assert bm.base_title(full, assets=tmp_path) == f"{record.as_posix()} (made into {full.as_posix()})"
     weights = full / "model" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
+    bm.write_manifest(full, {}, {})  # a remade base: its own manifest, other weights
     assert bm.main(["compare", str(full), str(record)]) == 0
     assert "differs  model/model.safetensors" in capsys.readouterr().out
+    assert bm.base_title(full, assets=tmp_path).endswith(f"(made into {full.as_posix()}, other weights)")
+    assert bm.base_title(tmp_path / "elsewhere", assets=tmp_path) == str(tmp_path / "elsewhere")
     assert bm.main(["keep-out", str(record), "model/nothing.bin", "--make", "x", "--into", "y"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lists no ['model/nothing.bin']" in err

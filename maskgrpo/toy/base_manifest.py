@@ -161,6 +161,21 @@ def keep_out(directory: str | Path, files: list[str], make: str, into: str) -> d
     return manifest
 
 
+def base_title(path: str | Path, assets: str | Path = "assets") -> str:
+    """How a plot names a base: ``path`` itself, or for a base made from a record under ``assets`` (its ``into``),
+    "<record> (made into <path>)" when the weights match the record's digest, "... other weights" when not."""
+    d = Path(path)
+    mine = read_manifest(d) if d.is_dir() else None
+    for f in sorted(Path(assets).glob(f"*/{MANIFEST}")):
+        record = read_manifest(f.parent)
+        kept = (record or {}).get(KEPT_OUT)
+        if not kept or Path(kept["into"]) != d:
+            continue
+        same = mine is not None and all(mine["files"].get(k) == record["files"].get(k) for k in kept["files"])
+        return f"{f.parent.as_posix()} (made into {d.as_posix()}{'' if same else ', other weights'})"
+    return str(path)
+
+
 def git_commit() -> str:
     """The short commit of the working directory's checkout, "+ (with uncommitted changes)" when tracked files differ
     from it, or "unknown" outside git: what a recipe or a study row was made with."""
