@@ -205,6 +205,12 @@ def test_keep_out_makes_a_record_that_compares_but_does_not_load(toy_base_dir, t
     assert bm.main(["keep-out", str(record), "model/nothing.bin", "--make", "x", "--into", "y"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lists no ['model/nothing.bin']" in err
+    m = json.loads((record / "manifest.json").read_text())
+    m["kept_out"] = ["model/model.safetensors"]  # a hand edit that drops the command
+    (record / "manifest.json").write_text(json.dumps(m))
+    assert bm.main(["verify", str(record)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'kept_out' must be {'files'" in err
 
 
 def load_config_yaml(path: Path) -> dict:

@@ -86,6 +86,10 @@ def read_manifest(directory: str | Path) -> dict | None:
         or not isinstance(manifest.get("files"), dict)
     ):
         raise RunError(f"{path}: not a {FORMAT} manifest (no 'format': '{FORMAT}' or no 'files' mapping)")
+    kept = manifest.get(KEPT_OUT)
+    shapes = {"files": list, "make": str, "into": str}
+    if kept is not None and not (isinstance(kept, dict) and all(isinstance(kept.get(k), t) for k, t in shapes.items())):
+        raise RunError(f"{path}: '{KEPT_OUT}' must be {{'files': [...], 'make': '<command>', 'into': '<folder>'}}")
     return manifest
 
 
