@@ -87,8 +87,9 @@ def read_manifest(directory: str | Path) -> dict | None:
     ):
         raise RunError(f"{path}: not a {FORMAT} manifest (no 'format': '{FORMAT}' or no 'files' mapping)")
     kept = manifest.get(KEPT_OUT)
-    shapes = {"files": list, "make": str, "into": str}
-    if kept is not None and not (isinstance(kept, dict) and all(isinstance(kept.get(k), t) for k, t in shapes.items())):
+    fields = {"files": list, "make": str, "into": str}
+    well_formed = isinstance(kept, dict) and all(isinstance(kept.get(k), t) for k, t in fields.items())
+    if kept is not None and not well_formed:
         raise RunError(f"{path}: '{KEPT_OUT}' must be {{'files': [...], 'make': '<command>', 'into': '<folder>'}}")
     return manifest
 
