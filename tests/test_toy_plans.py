@@ -150,7 +150,7 @@ def test_compose_plan_is_the_budget_plan_on_the_composition_base():
     assert compose.base_make == "BASE=compose bash launch/toy_pretrain.sh" and not budget.base_make
 
 
-def test_a_plan_whose_base_is_not_made_stops_before_any_run(tmp_path, capsys):
+def test_a_plan_whose_base_is_not_made_stops_before_any_run(tmp_path):
     """The compose base is made, not shipped: both study commands stop in one line naming the command."""
     from eval.select_on_val import main as select_main
 
