@@ -193,6 +193,8 @@ def test_keep_out_makes_a_record_that_compares_but_does_not_load(toy_base_dir, t
     out = capsys.readouterr().out
     assert "same  model/model.safetensors" in out and "IDENTICAL to the shipped base" in out
     assert bm.base_title(full, assets=tmp_path) == f"{record.as_posix()} (made into {full.as_posix()})"
+    relative = Path(os.path.relpath(full))  # the record says an absolute folder; a config may name it relatively
+    assert bm.base_title(relative, assets=tmp_path) == f"{record.as_posix()} (made into {relative.as_posix()})"
     weights = full / "model" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01

@@ -66,8 +66,12 @@ def eval_numbers(summary: dict, eval_cfg: dict) -> dict:
 def write_manifest(directory: str | Path, recipe: dict, shapes_eval: dict) -> dict:
     """Digest every file of ``directory`` and write ``manifest.json`` beside them; returns the manifest."""
     d = Path(directory)
-    manifest = {"format": FORMAT, "recipe": recipe, "shapes_eval": shapes_eval, "files": file_digests(d)}
-    (d / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return save_manifest(d, {"format": FORMAT, "recipe": recipe, "shapes_eval": shapes_eval, "files": file_digests(d)})
+
+
+def save_manifest(directory: str | Path, manifest: dict) -> dict:
+    """Write ``manifest`` as ``<directory>/manifest.json``; returns it."""
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
@@ -162,8 +166,7 @@ def keep_out(directory: str | Path, files: list[str], make: str, into: str) -> d
         (d / f).unlink(missing_ok=True)
     kept = set((manifest.get(KEPT_OUT) or {}).get("files", [])) | set(files)
     manifest[KEPT_OUT] = {"files": sorted(kept), "make": make, "into": into}
-    (d / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+    return save_manifest(d, manifest)
 
 
 def base_title(path: str | Path, assets: str | Path = "assets") -> str:
@@ -174,7 +177,7 @@ def base_title(path: str | Path, assets: str | Path = "assets") -> str:
     for f in sorted(Path(assets).glob(f"*/{MANIFEST}")):
         record = read_manifest(f.parent)
         kept = (record or {}).get(KEPT_OUT)
-        if not kept or Path(kept["into"]) != d:
+        if not kept or Path(kept["into"]).resolve() != d.resolve():  # cwd-relative in the record, any form here
             continue
         same = mine is not None and all(mine["files"].get(k) == record["files"].get(k) for k in kept["files"])
         return f"{f.parent.as_posix()} (made into {d.as_posix()}{'' if same else ', other weights'})"
@@ -225,10 +228,12 @@ def main(argv: list[str] | None = None) -> int:
             return _write_existing(Path(args.dir), args.commit, args.threads, args.command)
         if args.cmd == "verify":
             m = verify_base(args.dir, record_ok=True)
-            kept = (m or {}).get(KEPT_OUT, {}).get("files", [])
-            tail = f" ({len(kept)} kept out of git: {', '.join(kept)})" if kept else ""
-            print(f"{args.dir}: " + ("no manifest" if m is None else f"all {len(m['files']) - len(kept)} files match"
-                                     + tail))  # fmt: skip
+            if m is None:
+                print(f"{args.dir}: no manifest")
+                return 0
+            absent = [f for f in (m.get(KEPT_OUT) or {}).get("files", []) if not (Path(args.dir) / f).is_file()]
+            tail = f" ({len(absent)} kept out of git: {', '.join(absent)})" if absent else ""
+            print(f"{args.dir}: all {len(m['files']) - len(absent)} files match{tail}")
             return 0
         if args.cmd == "keep-out":
             m = keep_out(args.dir, args.files, args.make, args.into)
